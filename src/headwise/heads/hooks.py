@@ -1,0 +1,152 @@
+"""Reading and scaling per-head outputs at the input of each layer's out-projection.
+
+The out-projection's input is the concatenation of the heads' outputs after attention, whatever
+attention backend ran, so one forward pre-hook there serves every family and backend, during
+`generate()` too (each decode step the hook sees one new position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+
+from headwise.heads.layout import HeadLayout, InvalidHeadsError, layout
+
+
+def _split(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+@contextmanager
+def _pre_hooks(lay: HeadLayout, hooks: Mapping[int, callable]) -> Iterator[None]:
+    handles = []
+    try:
+        for layer, hook in hooks.items():
+            handles.append(lay.out_projs[layer].register_forward_pre_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class HeadCapture:
+    """Per-head outputs, `.outputs[layer]` shaped [batch, positions, heads, head_dim], from the latest forward.
+
+    With `history=True`, `.history[layer]` lists the outputs of every forward (one per decode step
+    inside `generate()`).
+    """
+
+    def __init__(self, layers: list[int], history: bool):
+        self.layers = layers
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.history: dict[int, list[torch.Tensor]] | None = {layer: [] for layer in layers} if history else None
+
+
+def _check_layers(lay: HeadLayout, layers: Iterable[int] | None) -> list[int]:
+    if layers is None:
+        return list(range(lay.num_layers))
+    return sorted({lay.check_layer(layer) for layer in layers})
+
+
+@contextmanager
+def capture_heads(model, layers: Iterable[int] | None = None, last_only: bool = False,
+                  detach: bool = True, history: bool = False) -> Iterator[HeadCapture]:
+    """Record each head's output (the out-projection's input split into heads).
+
+    Args:
+        model: any supported model.
+        layers: layer indices to record; all layers when None.
+        last_only: keep only the last position, for long prompts where only the next token matters.
+        detach: drop the autograd graph (set False to backpropagate through the captured outputs).
+        history: also keep the outputs of every forward, not only the latest.
+
+    The capture sees the out-projection's input as it arrives, after any `scale_heads` entered before it.
+    """
+    lay = layout(model)
+    capture = HeadCapture(_check_layers(lay, layers), history)
+
+    def make_hook(layer: int):
+        def hook(module, args):
+            x = args[0][:, -1:] if last_only else args[0]
+            x = _split(x.detach() if detach else x, lay.num_heads)
+            capture.outputs[layer] = x
+            if capture.history is not None:
+                capture.history[layer].append(x)
+        return hook
+
+    with _pre_hooks(lay, {layer: make_hook(layer) for layer in capture.layers}):
+        yield capture
+
+
+FactorSpec = Mapping[int, Mapping[int, float]] | torch.Tensor
+
+
+def normalize_factors(lay: HeadLayout, factors: FactorSpec) -> dict[int, torch.Tensor]:
+    """Turn any accepted factor spec into {layer: tensor [heads] or [batch, heads]}, dropping all-ones layers."""
+    if isinstance(factors, Mapping):
+        out = {}
+        for layer, per_head in factors.items():
+            layer = lay.check_layer(layer)
+            if not isinstance(per_head, Mapping):
+                raise InvalidHeadsError(f"factors for layer {layer} must be a {{head: factor}} mapping, got {type(per_head).__name__}.")
+            row = out.setdefault(layer, torch.ones(lay.num_heads))
+            for head, factor in per_head.items():
+                row[lay.check_head(head)] = float(factor)
+    elif isinstance(factors, torch.Tensor):
+        shape = tuple(factors.shape)
+        if shape == lay.shape:
+            out = {layer: factors[layer] for layer in range(lay.num_layers)}
+        elif factors.dim() == 3 and shape[1:] == lay.shape:
+            out = {layer: factors[:, layer] for layer in range(lay.num_layers)}
+        else:
+            raise InvalidHeadsError(
+                f"factors of shape {list(shape)} do not fit {lay.model_class}: expected [layers, heads] = "
+                f"{list(lay.shape)} or [batch, {lay.num_layers}, {lay.num_heads}]."
+            )
+    else:
+        raise InvalidHeadsError(f"factors must be a {{layer: {{head: factor}}}} mapping or a tensor, got {type(factors).__name__}.")
+    return {layer: f.detach().float() for layer, f in out.items() if not bool((f == 1).all())}
+
+
+def _expand_batch(f: torch.Tensor, batch: int) -> torch.Tensor:
+    # generate() repeats each sample for beams / num_return_sequences with repeat_interleave.
+    if f.shape[0] == batch:
+        return f
+    if batch % f.shape[0]:
+        raise InvalidHeadsError(f"per-sample factors were given for a batch of {f.shape[0]}, but the model ran a batch of {batch}.")
+    return f.repeat_interleave(batch // f.shape[0], dim=0)
+
+
+@contextmanager
+def scale_heads(model, factors: FactorSpec) -> Iterator[None]:
+    """Multiply each head's output by a factor before the out-projection; 0 ablates the head.
+
+    Args:
+        model: any supported model.
+        factors: `{layer: {head: factor}}`, a tensor [layers, heads], or a tensor [batch, layers, heads]
+            for a different intervention per sample (repeated to match beams or return sequences).
+
+    The out-projection's bias, shared by all heads, is left as it is. Equivalent to scaling the
+    matching input columns of the out-projection weight.
+    """
+    lay = layout(model)
+    per_layer = normalize_factors(lay, factors)
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def make_hook(layer: int, f: torch.Tensor):
+        def hook(module, args):
+            x = args[0]
+            key = (layer, x.shape[0], x.device, x.dtype)
+            if key not in cache:
+                g = _expand_batch(f, x.shape[0]) if f.dim() == 2 else f
+                g = g.to(device=x.device, dtype=x.dtype)
+                # [heads] -> [1, 1, heads, 1]; [batch, heads] -> [batch, 1, heads, 1], any number of positions.
+                cache[key] = g.view(g.shape[0], 1, lay.num_heads, 1) if f.dim() == 2 else g.view(1, 1, -1, 1)
+            y = (_split(x, lay.num_heads) * cache[key]).reshape(x.shape)
+            return (y, *args[1:])
+        return hook
+
+    with _pre_hooks(lay, {layer: make_hook(layer, f) for layer, f in per_layer.items()}):
+        yield

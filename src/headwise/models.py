@@ -1,0 +1,104 @@
+"""`load_model`: the one way headwise loads a model, from an alias, a local folder or a hub id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from headwise.errors import HeadwiseError
+
+
+class LoadedModel(NamedTuple):
+    model: Any
+    tokenizer: Any  # a tokenizer for language models, a processor for vision-language models
+
+
+# alias -> function returning the local folder to load (may raise AssetMissingError).
+ALIASES: dict[str, Callable[[], Path]] = {}
+
+
+def register_alias(name: str):
+    def wrap(fn):
+        ALIASES[name] = fn
+        return fn
+    return wrap
+
+
+@register_alias("smollm2")
+def _smollm2() -> Path:
+    from headwise.assets.registry import require
+
+    return require("smollm2") / "hf"
+
+
+def _is_vlm(config) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def _resolve(name_or_path: str) -> tuple[str, str | None]:
+    """The path or hub id to load and, for a folder holding only GGUF files, the GGUF file name."""
+    if name_or_path in ALIASES:
+        return str(ALIASES[name_or_path]()), None
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise HeadwiseError(f"model file {path} does not exist.")
+        return str(path.parent), path.name
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if not looks_local:
+        return name_or_path, None  # a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
+    if not path.exists():
+        raise HeadwiseError(f"model path {path} does not exist; pass an alias ({', '.join(ALIASES)}), a local model folder or a hub id.")
+    if not path.is_dir():
+        raise HeadwiseError(f"model path {path} is a file, not a model folder (or a .gguf file).")
+    if (path / "config.json").is_file():
+        return str(path), None
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return str(path), ggufs[0].name
+    raise HeadwiseError(
+        f"{path} holds no model: expected a config.json (a transformers model folder) or exactly one .gguf file."
+    )
+
+
+def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | None = None,
+               attn_implementation: str | None = None, trust_remote_code: bool = False,
+               **kwargs) -> LoadedModel:
+    """Load a model with its tokenizer (language models) or processor (vision-language models).
+
+    Args:
+        name_or_path: an alias (`smollm2`), a local folder, a .gguf file or a hub id.
+        dtype: "auto" (the checkpoint's dtype; float32 on CPU), "float32", "bfloat16", "float16" or a torch dtype.
+        device: "cpu", "cuda", "cuda:1"...; defaults to CUDA when available.
+        attn_implementation: "sdpa" (default), "eager", "flash_attention_2"...
+        trust_remote_code: allow code from the hub; never implied.
+
+    Returns:
+        LoadedModel(model, tokenizer), the model in eval mode.
+    """
+    import torch
+    import transformers as tf
+
+    target, gguf = _resolve(name_or_path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise HeadwiseError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+        dtype = getattr(torch, dtype)
+    if dtype == "auto" and device == "cpu":
+        dtype = torch.float32  # half-precision matmuls are slow or unsupported on many CPUs
+    common = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf} if gguf else {}))
+    try:
+        config = tf.AutoConfig.from_pretrained(target, **common)
+        vlm = _is_vlm(config)
+        auto_model = tf.AutoModelForImageTextToText if vlm else tf.AutoModelForCausalLM
+        model = auto_model.from_pretrained(target, dtype=dtype, attn_implementation=attn_implementation,
+                                           **common, **kwargs)
+        auto_tok = tf.AutoProcessor if vlm else tf.AutoTokenizer
+        tokenizer = auto_tok.from_pretrained(target, **common)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HeadwiseError(f"could not load model {name_or_path!r}: {first}") from err
+    return LoadedModel(model.to(device).eval(), tokenizer)
