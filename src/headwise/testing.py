@@ -135,3 +135,22 @@ def text_batch(batch: int = 2, length: int = 9, left_pad: int = 0, seed: int = 0
         ids[i, :pad] = 0
         mask[i, :pad] = 0
     return ids, mask
+
+
+def model_inputs(family: str, ids: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+    """Forward/generate kwargs for `family`: InstructBLIP always needs an image and Q-Former text."""
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids) if mask is None else mask}
+    if family == "instructblip":
+        g = torch.Generator().manual_seed(1)
+        inputs["pixel_values"] = torch.randn(ids.shape[0], 3, 16, 16, generator=g)
+        inputs["qformer_input_ids"] = ids[:, -4:]
+        inputs["qformer_attention_mask"] = torch.ones_like(ids[:, -4:])
+    return inputs
+
+
+class ByteTokenizer:
+    """A tokenizer for tiny models: one token per UTF-8 byte, folded into the tiny vocabulary."""
+
+    def __call__(self, text, add_special_tokens=False, return_tensors=None):
+        ids = torch.tensor([[3 + b % (VOCAB - 8) for b in text.encode("utf-8")]])
+        return type("Encoding", (), {"input_ids": ids})()

@@ -1,0 +1,49 @@
+"""Options and output helpers shared by every command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+MODEL = typer.Option(..., "--model", "-m", help="Alias (smollm2), local model folder, .gguf file or hub id.")
+DTYPE = typer.Option("auto", help="Weights dtype: auto (float32 on CPU), float32, bfloat16 or float16.")
+DEVICE = typer.Option(None, help="Device (cpu, cuda, cuda:1...); CUDA when available.")
+TRUST = typer.Option(False, "--trust-remote-code", help="Allow a hub model to run its own code. Off unless given.")
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+
+
+def fail(message: str) -> NoReturn:
+    message = message.rstrip()
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def emit(obj: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str) if as_json else text)
+
+
+def load(model: str, dtype: str, device: str | None, trust_remote_code: bool, **kwargs):
+    from headwise.models import load_model
+
+    return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def int_list(value: str | None, what: str) -> list[int] | None:
+    """Parse "0,3,5-7" into [0, 3, 5, 6, 7]."""
+    if value is None or not value.strip():
+        return None
+    out = []
+    try:
+        for part in value.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        fail(f"{what} must be a comma-separated list of integers or ranges like 0,3,5-7, got {value!r}.")
+    return out

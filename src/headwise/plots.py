@@ -1,0 +1,38 @@
+"""Matplotlib figures (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def heatmap(matrix, path: str | Path, title: str, colorbar: str, marks=None, xlabel: str = "head",
+            ylabel: str = "layer", cmap: str = "viridis") -> Path:
+    """A layers x heads heatmap; `marks` is an iterable of (layer, head) cells to outline."""
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * m.shape[1] + 2), max(3.0, 0.22 * m.shape[0] + 1.5)))
+    im = ax.imshow(m, aspect="auto", cmap=cmap, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=colorbar)
+    for layer, head in marks or ():
+        ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_xticks(range(m.shape[1]))
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def save(fig, path: str | Path) -> Path:
+    """Save a figure atomically as PNG and close it."""
+    from headwise.runs import atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)
