@@ -15,6 +15,7 @@ class LoadedModel(NamedTuple):
     tokenizer: Any  # a tokenizer for language models, a processor for vision-language models
 
 
+DTYPES = ("float32", "bfloat16", "float16")
 # alias -> function returning the local folder to load (may raise AssetMissingError).
 ALIASES: dict[str, Callable[[], Path]] = {}
 
@@ -84,8 +85,8 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
     target, gguf = _resolve(name_or_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str) and dtype != "auto":
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise HeadwiseError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+        if dtype not in DTYPES:
+            raise HeadwiseError(f"unknown dtype {dtype!r}; use auto, {', '.join(DTYPES)}.")
         dtype = getattr(torch, dtype)
     if dtype == "auto" and device == "cpu":
         dtype = torch.float32  # half-precision matmuls are slow or unsupported on many CPUs

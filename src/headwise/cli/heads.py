@@ -47,12 +47,16 @@ def run_scan(model: str, config, out: str | None, dtype="auto", device=None, tru
     """Load, scan, and write results.json plus heatmap.png into the run directory; returns the results."""
     from dataclasses import asdict
 
+    from headwise.heads import layout
     from headwise.heads.scan import delta_matrix, scan as do_scan
     from headwise.plots import heatmap
     from headwise.runs import Run
 
-    run = Run(out, "heads scan", {"model": model, "dtype": dtype, **asdict(config)})
     m, tok = load(model, dtype, device, trust_remote_code)
+    lay = layout(m)
+    for layer in config.layers or ():
+        lay.check_layer(layer)  # refuse bad layers before a run directory is created for them
+    run = Run(out, "heads scan", {"model": model, "dtype": dtype, **asdict(config)})
     result = do_scan(m, tok, config, run=run, progress=progress)
     plot = heatmap(delta_matrix(result), run.path("heatmap.png"), f"{model}: perplexity increase when a head is ablated",
                    "ppl increase (%)", marks=[(t["layer"], t["head"]) for t in result["top_heads"][:10]])

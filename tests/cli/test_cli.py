@@ -1,0 +1,76 @@
+"""The command line: bad input gives one sentence and exit status 2, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def headwise(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "headwise.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def assert_clean_failure(proc, message):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert message in proc.stderr
+
+
+def test_help_explains_every_option():
+    proc = headwise("heads", "scan", "--help")
+    assert proc.returncode == 0
+    for option in ("--model", "--data", "--out", "--seq-len", "--windows", "--batch-size", "--layers", "--json"):
+        assert option in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["heads", "show", "--model", "/does/not/exist"], "does not exist"),
+    (["heads", "show", "--model", "/tmp"], "holds no model"),
+    (["heads", "scan", "--model", "smollm2", "--layers", "a,b"], "--layers must be"),
+    (["assets", "fetch", "--only", "nope"], "unknown asset 'nope'"),
+])
+def test_bad_input_exits_2_with_one_sentence(args, message):
+    assert_clean_failure(headwise(*args), message)
+
+
+def test_unsupported_family(tmp_path):
+    import transformers as tf
+
+    tf.BertForMaskedLM(tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=32, vocab_size=64)).save_pretrained(tmp_path)
+    proc = headwise("heads", "show", "--model", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_missing_assets_say_what_to_run(tmp_path):
+    proc = headwise("heads", "show", "--model", "smollm2", env={"HEADWISE_CACHE": str(tmp_path)})
+    assert_clean_failure(proc, "headwise assets fetch")
+
+
+def test_show_json_on_a_saved_tiny_model(tmp_path):
+    from headwise.testing import tiny_model
+
+    tiny_model("qwen2").save_pretrained(tmp_path)
+    proc = headwise("heads", "show", "--model", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["num_kv_heads"] == 2
+
+
+def test_layer_out_of_range_in_scan(smollm2, tmp_path):
+    proc = headwise("heads", "scan", "--model", "smollm2", "--layers", "30", "--out", str(tmp_path / "r"))
+    assert_clean_failure(proc, "layer 30 is out of range")
+
+
+def test_scan_cli_writes_run_directory(smollm2, tmp_path):
+    out = tmp_path / "scan"
+    proc = headwise("heads", "scan", "--model", "smollm2", "--layers", "29", "--windows", "1", "--seq-len", "32",
+                    "--batch-size", "9", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (out / "results.json").is_file() and (out / "heatmap.png").stat().st_size > 1000
+    assert (out / "config.yaml").is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["ablated_ppl"][29] == result["ablated_ppl"][29] and saved["env"]["torch"]
