@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from headwise.heads import layout, scale_heads
-from headwise.heads.hooks import _pre_hooks
+from headwise.heads.hooks import out_proj_pre_hooks
 from headwise.models import load_model
 from headwise.runs import atomic_write, environment
 
@@ -42,7 +42,7 @@ def main() -> None:
     factors = torch.full(lay.shape, 1.01)
     settings = {
         "none": contextlib.nullcontext,
-        "identity": lambda: _pre_hooks(lay, {layer: (lambda m, a: None) for layer in range(lay.num_layers)}),
+        "identity": lambda: out_proj_pre_hooks(lay, {layer: (lambda m, a: None) for layer in range(lay.num_layers)}),
         "scale": lambda: scale_heads(model, factors),
     }
     jobs = {

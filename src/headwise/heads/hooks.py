@@ -15,12 +15,13 @@ import torch
 from headwise.heads.layout import HeadLayout, InvalidHeadsError, layout
 
 
-def _split(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
 
 
 @contextmanager
-def _pre_hooks(lay: HeadLayout, hooks: Mapping[int, callable]) -> Iterator[None]:
+def out_proj_pre_hooks(lay: HeadLayout, hooks: Mapping[int, callable]) -> Iterator[None]:
+    """Install forward pre-hooks on the out-projections of the given layers; removed on exit."""
     handles = []
     try:
         for layer, hook in hooks.items():
@@ -70,13 +71,13 @@ def capture_heads(model, layers: Iterable[int] | None = None, last_only: bool = 
     def make_hook(layer: int):
         def hook(module, args):
             x = args[0][:, -1:] if last_only else args[0]
-            x = _split(x.detach() if detach else x, lay.num_heads)
+            x = split_heads(x.detach() if detach else x, lay.num_heads)
             capture.outputs[layer] = x
             if capture.history is not None:
                 capture.history[layer].append(x)
         return hook
 
-    with _pre_hooks(lay, {layer: make_hook(layer) for layer in capture.layers}):
+    with out_proj_pre_hooks(lay, {layer: make_hook(layer) for layer in capture.layers}):
         yield capture
 
 
@@ -110,6 +111,17 @@ def normalize_factors(lay: HeadLayout, factors: FactorSpec) -> dict[int, torch.T
     return {layer: f.detach().float() for layer, f in out.items() if not bool((f == 1).all())}
 
 
+def scale_rows(x: torch.Tensor, factors: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Scale the heads of an out-projection input x [batch, positions, heads * head_dim].
+
+    factors: [heads] for every row, or [batch, heads] per row. Out of place, so other hooks and
+    autograd keep the original.
+    """
+    g = factors.to(device=x.device, dtype=x.dtype)
+    g = g.view(1, 1, num_heads, 1) if g.dim() == 1 else g.view(g.shape[0], 1, num_heads, 1)
+    return (split_heads(x, num_heads) * g).reshape(x.shape)
+
+
 def _expand_batch(f: torch.Tensor, batch: int) -> torch.Tensor:
     # generate() repeats each sample for beams / num_return_sequences with repeat_interleave.
     if f.shape[0] == batch:
@@ -140,13 +152,9 @@ def scale_heads(model, factors: FactorSpec) -> Iterator[None]:
             x = args[0]
             key = (layer, x.shape[0], x.device, x.dtype)
             if key not in cache:
-                g = _expand_batch(f, x.shape[0]) if f.dim() == 2 else f
-                g = g.to(device=x.device, dtype=x.dtype)
-                # [heads] -> [1, 1, heads, 1]; [batch, heads] -> [batch, 1, heads, 1], any number of positions.
-                cache[key] = g.view(g.shape[0], 1, lay.num_heads, 1) if f.dim() == 2 else g.view(1, 1, -1, 1)
-            y = (_split(x, lay.num_heads) * cache[key]).reshape(x.shape)
-            return (y, *args[1:])
+                cache[key] = (_expand_batch(f, x.shape[0]) if f.dim() == 2 else f).to(device=x.device, dtype=x.dtype)
+            return (scale_rows(x, cache[key], lay.num_heads), *args[1:])
         return hook
 
-    with _pre_hooks(lay, {layer: make_hook(layer, f) for layer, f in per_layer.items()}):
+    with out_proj_pre_hooks(lay, {layer: make_hook(layer, f) for layer, f in per_layer.items()}):
         yield
