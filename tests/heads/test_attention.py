@@ -127,3 +127,43 @@ def test_mask_free_path_builds_causal_and_sliding_masks():
         want = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
         got = head_probabilities(None, q, k, None, heads, sliding_window=window)
         assert (got - want).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "qwen2_vl", "phi3", "opt"])
+def test_identity_score_edit_changes_nothing(family):
+    from headwise.heads import edit_attention_scores
+
+    model = tiny_model(family)
+    ids, mask = text_batch(2, 9, left_pad=2)
+    with torch.no_grad():
+        ref = model(**model_inputs(family, ids, mask)).logits
+        with edit_attention_scores(model, [0, 1], lambda scores, layer: scores):
+            got = model(**model_inputs(family, ids, mask)).logits
+    real = mask.bool()
+    assert (got[real] - ref[real]).abs().max() <= 1e-5
+    assert model.config.get_text_config()._attn_implementation in ("sdpa", "eager")
+
+
+def test_score_edit_reaches_the_output_and_can_be_checked_by_hand():
+    from headwise.heads import edit_attention_scores
+
+    model = tiny_model("llama")
+    ids, _ = text_batch(1, 6)
+    seen = []
+
+    def hide_first_key(scores, layer):
+        seen.append(layer)
+        scores = scores.clone()
+        scores[..., 1:, 0] = float("-inf")  # no query but the first may read token 0
+        return scores
+
+    with torch.no_grad():
+        with edit_attention_scores(model, [1], hide_first_key), attention_maps(model, {1: None}) as maps:
+            edited = model(input_ids=ids).logits
+        plain = model(input_ids=ids).logits
+    assert seen == [1]
+    assert (edited - plain).abs().max() > 1e-4
+    with pytest.raises(InvalidHeadsError, match="already have an attention edit"):
+        with edit_attention_scores(model, [1], hide_first_key), edit_attention_scores(model, [1], hide_first_key):
+            pass
+    del maps

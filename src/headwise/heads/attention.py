@@ -11,7 +11,7 @@ k the backend received. The wrapper is registered under the original's name pref
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -24,6 +24,8 @@ from headwise.heads.layout import HeadLayout, InvalidHeadsError, layout
 PREFIX = "headwise+"
 # id(attention module) -> list of (collector, layer, head index tensor) for every active context.
 _ACTIVE: dict[int, list[tuple["AttentionMaps", int, torch.Tensor]]] = {}
+# id(attention module) -> (edit function, layer) for `edit_attention_scores`.
+_EDITORS: dict[int, tuple[Callable, int]] = {}
 
 
 class AttentionMaps:
@@ -59,15 +61,16 @@ def _masked(scores: torch.Tensor, mask: torch.Tensor | None, sliding_window: int
     return (scores + mask.float()).clamp_min(lowest)
 
 
-def head_probabilities(module, query: torch.Tensor, key: torch.Tensor, attention_mask, heads: torch.Tensor,
-                       scaling: float | None = None, softcap: float | None = None,
-                       sliding_window: int | None = None) -> torch.Tensor:
-    """Softmax attention probabilities of query heads `heads`, [batch, len(heads), q, k], in float32.
+def head_scores(query: torch.Tensor, key: torch.Tensor, heads: torch.Tensor | None = None,
+                scaling: float | None = None, softcap: float | None = None) -> torch.Tensor:
+    """Pre-softmax attention scores of query heads `heads` (all when None), [batch, heads, q, k], float32.
 
     query: [batch, heads, q, head_dim]; key: [batch, kv_heads, k, head_dim] (GQA: head h reads kv head
     h // (heads / kv_heads)).
     """
     groups = query.shape[1] // key.shape[1]
+    if heads is None:
+        heads = torch.arange(query.shape[1], device=query.device)
     q = query[:, heads].float()
     k = key[:, heads.div(groups, rounding_mode="floor")].float()
     if scaling is None:
@@ -75,7 +78,25 @@ def head_probabilities(module, query: torch.Tensor, key: torch.Tensor, attention
     scores = q @ k.transpose(-1, -2) * scaling
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
+    return scores
+
+
+def head_probabilities(module, query: torch.Tensor, key: torch.Tensor, attention_mask, heads: torch.Tensor,
+                       scaling: float | None = None, softcap: float | None = None,
+                       sliding_window: int | None = None) -> torch.Tensor:
+    """Softmax attention probabilities of query heads `heads`, [batch, len(heads), q, k], in float32."""
+    scores = head_scores(query, key, heads, scaling, softcap)
     return torch.softmax(_masked(scores, attention_mask, sliding_window), dim=-1)
+
+
+def _edited_attention(module, query, key, value, attention_mask, edit, layer, kwargs):
+    # Eager maths in float32 for this layer only, so an edit of the scores reaches the output.
+    scores = edit(head_scores(query, key, scaling=kwargs.get("scaling"), softcap=kwargs.get("softcap")), layer)
+    probs = torch.softmax(_masked(scores, attention_mask, kwargs.get("sliding_window")), dim=-1)
+    groups = query.shape[1] // value.shape[1]
+    v = value.repeat_interleave(groups, dim=1).float()
+    out = (probs @ v).to(query.dtype).transpose(1, 2).contiguous()
+    return out, probs.to(query.dtype)
 
 
 def _wrapper(original: str):
@@ -85,7 +106,11 @@ def _wrapper(original: str):
             fn = sys.modules[type(module).__module__].eager_attention_forward
         else:
             fn = ALL_ATTENTION_FUNCTIONS[original]
-        out = fn(module, query, key, value, attention_mask, **kwargs)
+        editor = _EDITORS.get(id(module))
+        if editor is not None:
+            out = _edited_attention(module, query, key, value, attention_mask, editor[0], editor[1], kwargs)
+        else:
+            out = fn(module, query, key, value, attention_mask, **kwargs)
         for collector, layer, heads in _ACTIVE.get(id(module), ()):
             with torch.set_grad_enabled(collector.differentiable and torch.is_grad_enabled()):
                 probs = head_probabilities(module, query, key, attention_mask, heads.to(query.device),
@@ -138,24 +163,54 @@ def attention_maps(model, heads: Mapping[int, Iterable[int] | None] | Iterable[i
     """
     lay = layout(model)
     collector = AttentionMaps(_check_heads(lay, heads), differentiable)
+    entries = [(id(lay.attentions[layer]), (collector, layer, torch.tensor(hs))) for layer, hs in collector.heads.items()]
+    try:
+        with _wrapped_backend(lay):
+            for key, entry in entries:
+                _ACTIVE.setdefault(key, []).append(entry)
+            yield collector
+    finally:
+        for key, entry in entries:
+            if entry in _ACTIVE.get(key, ()):
+                _ACTIVE[key].remove(entry)
+                if not _ACTIVE[key]:
+                    del _ACTIVE[key]
+
+
+@contextmanager
+def _wrapped_backend(lay: HeadLayout) -> Iterator[None]:
+    """Route the text decoder's attention through the headwise wrapper; restore the backend on exit."""
     configs = {id(attn.config): attn.config for attn in lay.attentions}
     changed = []
-    entries = []
     try:
         for config in configs.values():
             current = config._attn_implementation
             if not current.startswith(PREFIX):
                 config._attn_implementation_internal = _register(current)
                 changed.append((config, current))
-        for layer, hs in collector.heads.items():
-            entry = (collector, layer, torch.tensor(hs))
-            _ACTIVE.setdefault(id(lay.attentions[layer]), []).append(entry)
-            entries.append((id(lay.attentions[layer]), entry))
-        yield collector
+        yield
     finally:
-        for key, entry in entries:
-            _ACTIVE[key].remove(entry)
-            if not _ACTIVE[key]:
-                del _ACTIVE[key]
         for config, original in changed:
             config._attn_implementation_internal = original
+
+
+@contextmanager
+def edit_attention_scores(model, layers: Iterable[int], edit: Callable[[torch.Tensor, int], torch.Tensor]) -> Iterator[None]:
+    """Edit the pre-softmax attention scores of the given layers: `edit(scores, layer) -> scores`.
+
+    scores are [batch, heads, queries, keys] in float32, before masking. The edited layers run eager
+    maths (float32) instead of the model's backend; the other layers are untouched. Used by PAI.
+    """
+    lay = layout(model)
+    keys = [(id(lay.attentions[layer]), layer) for layer in sorted({lay.check_layer(l) for l in layers})]
+    clash = [layer for key, layer in keys if key in _EDITORS]
+    if clash:
+        raise InvalidHeadsError(f"layers {clash} already have an attention edit active; nest edits in one function.")
+    try:
+        with _wrapped_backend(lay):
+            for key, layer in keys:
+                _EDITORS[key] = (edit, layer)
+            yield
+    finally:
+        for key, _ in keys:
+            _EDITORS.pop(key, None)

@@ -17,8 +17,16 @@ def default_layers(num_layers: int) -> list[int]:
 
 
 def divergence(with_image: torch.Tensor, without_image: torch.Tensor) -> torch.Tensor:
-    """VHD per head: [..., heads, head_dim] x 2 -> [..., heads], in float32."""
-    return (with_image.float() - without_image.float()).norm(dim=-1)
+    """VHD per head: [..., heads, head_dim] x 2 -> [..., heads], in float32.
+
+    Differences at the level of rounding noise (16 ulps of the inputs' dtype, relative to the larger
+    norm) count as 0: batched and single-row kernels differ by that much, and such noise must not
+    decide which heads are reinforced.
+    """
+    a, b = with_image.float(), without_image.float()
+    vhd = (a - b).norm(dim=-1)
+    noise = 16 * torch.finfo(with_image.dtype).eps * torch.maximum(a.norm(dim=-1), b.norm(dim=-1))
+    return vhd.masked_fill(vhd <= noise, 0.0)
 
 
 def select_heads(vhd: torch.Tensor, text_only: torch.Tensor, outlier_rule: bool = True) -> torch.Tensor:

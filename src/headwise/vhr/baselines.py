@@ -1,0 +1,123 @@
+"""Baselines behind the same `method=` switch: VCD and PAI.
+
+Both decode two streams in one `model.generate` batch (rows 0..n-1 the image prompt, rows n..2n-1
+the contrast stream) and combine the paired rows' logits in a logits processor, which then forces
+the chosen token into both rows so they stay in step. generate() thus handles caches, positions
+(Qwen2-VL's rope deltas included) and stopping for every family. Greedy and sampling are
+supported; beam search is not (as in the original code).
+
+- VCD (Leng et al., CVPR 2024): the contrast stream sees the image after forward diffusion noise
+  (step 500 of a 1000-step sigmoid beta schedule); logits (1 + a) l - a l_noised, restricted to
+  tokens with p >= beta * p_max. Cost: 2 prefills and 2 forwards per token (one batch of 2n rows).
+- PAI (Liu et al., ECCV 2024): in layers [start, end) the last query's pre-softmax scores on image
+  keys get + a |score| (the image rows only, since the text rows hold no image keys); the contrast
+  stream is the image-free prompt; logits g (log p - log p_text) + log p_text, restricted to tokens
+  with p >= 0.1 p_max. Cost: 1 prefill + 1 short text prefill, 2 forwards per token, and the edited
+  layers run eager attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from headwise.errors import HeadwiseError
+from headwise.heads import edit_attention_scores, layout
+from headwise.vhr.core import Generation, _decode
+from headwise.vhr.inputs import encode, image_token_id, to_device
+
+
+class PairedRows(LogitsProcessor):
+    """Combine row i with row n + i, pick one token, and force it into both rows."""
+
+    def __init__(self, n: int, combine, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None):
+        self.n, self.combine, self.do_sample = n, combine, do_sample
+        self.temperature, self.top_p, self.generator = temperature, top_p, generator
+
+    def __call__(self, input_ids, scores):
+        main, contrast = scores[: self.n].float(), scores[self.n:].float()
+        logits = self.combine(main, contrast)
+        if self.do_sample:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            if self.top_p < 1.0:
+                sorted_p, order = probs.sort(dim=-1, descending=True)
+                drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
+                probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+            token = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        else:
+            token = logits.argmax(-1)
+        forced = torch.full_like(scores, -math.inf)
+        rows = torch.arange(self.n, device=scores.device)
+        forced[rows, token] = 0.0
+        forced[rows + self.n, token] = 0.0
+        return forced
+
+
+def _paired_generate(model, processor, batch: dict, n: int, combine, generate_kwargs: dict) -> Generation:
+    if generate_kwargs.get("num_beams", 1) != 1 or generate_kwargs.get("num_return_sequences", 1) != 1:
+        raise HeadwiseError("vcd and pai support greedy and sampling only (num_beams=1, num_return_sequences=1).")
+    kwargs = dict(generate_kwargs)
+    do_sample = bool(kwargs.pop("do_sample", False))
+    seed = kwargs.pop("seed", None)
+    generator = torch.Generator(device=next(model.parameters()).device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    paired = PairedRows(n, combine, do_sample, kwargs.pop("temperature", 1.0), kwargs.pop("top_p", 1.0),
+                        generator if do_sample else None)
+    processors = LogitsProcessorList([*kwargs.pop("logits_processor", []), paired])
+    texts, seqs = _decode(processor, model, batch, do_sample=False, logits_processor=processors, **kwargs)
+    return Generation(texts[:n], seqs[:n])
+
+
+def diffusion_noise(pixels: torch.Tensor, step: int = 500, seed: int = 0) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, with VCD's 1000-step sigmoid beta schedule."""
+    if not 0 <= step < 1000:
+        raise HeadwiseError(f"noise step must be in [0, 1000), got {step}.")
+    betas = torch.sigmoid(torch.linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5
+    abar = torch.cumprod(1 - betas, dim=0)[step]
+    eps = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(seed)).to(pixels)
+    return abar.sqrt().to(pixels) * pixels + (1 - abar).sqrt().to(pixels) * eps
+
+
+def generate_vcd(model, processor, images, prompts, cd_alpha: float = 1.0, cd_beta: float = 0.1,
+                 noise_step: int = 500, **generate_kwargs) -> Generation:
+    n = len(images)
+    batch = to_device(encode(model, processor, list(images) * 2, list(prompts) * 2), model)
+    pixels = batch["pixel_values"]
+    half = pixels.shape[0] // 2  # the same images twice: the second half belongs to the contrast rows
+    batch["pixel_values"] = torch.cat([pixels[:half], diffusion_noise(pixels[half:], noise_step)])
+
+    def combine(main, noised):
+        cutoff = math.log(cd_beta) + main.max(-1, keepdim=True).values
+        return ((1 + cd_alpha) * main - cd_alpha * noised).masked_fill(main < cutoff, -math.inf)
+
+    return _paired_generate(model, processor, batch, n, combine, generate_kwargs)
+
+
+def generate_pai(model, processor, images, prompts, pai_alpha: float = 0.2, pai_gamma: float = 1.1,
+                 pai_layers: tuple[int, int] | None = None, **generate_kwargs) -> Generation:
+    n = len(images)
+    lay = layout(model)
+    start, end = pai_layers or (2, lay.num_layers)
+    batch = to_device(encode(model, processor, images, prompts, text_only=True), model)
+    image_keys = batch["input_ids"] == image_token_id(model)  # [2n, prompt length]; text rows all False
+
+    def boost(scores, layer):
+        keys = image_keys[: scores.shape[0], : scores.shape[-1]]
+        pad = scores.shape[-1] - keys.shape[-1]  # decode steps add keys that are never image tokens
+        keys = torch.nn.functional.pad(keys, (0, pad))[:, None, :]
+        last = scores[:, :, -1, :]
+        scores = scores.clone()
+        scores[:, :, -1, :] = torch.where(keys, last + pai_alpha * last.abs(), last)
+        return scores
+
+    def combine(main, text):
+        logp, logq = main.log_softmax(-1), text.log_softmax(-1)
+        cutoff = math.log(0.1) + logp.max(-1, keepdim=True).values
+        return (pai_gamma * (logp - logq) + logq).masked_fill(logp < cutoff, -math.inf)
+
+    with edit_attention_scores(model, range(start, end), boost):
+        return _paired_generate(model, processor, batch, n, combine, generate_kwargs)
