@@ -58,6 +58,63 @@ def _images_arg(processor, images: list, text_rows: int):
     return images
 
 
+# Keys that hold one entry per token; everything else (pixels, grids, Q-Former text) belongs to the images.
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+
+
+def _processes_rows_apart(processor) -> bool:
+    # InstructBLIP's processor prepends the query tokens to every row whenever images are given,
+    # so its image-free rows must be encoded without images and merged afterwards.
+    return any(c.__name__.startswith("InstructBlip") for c in type(processor).__mro__)
+
+
+def _merge_left_padded(first: dict, second: dict, pad_id: int) -> dict:
+    """Stack two encodings row-wise, left-padding their token keys to a common length; image keys from `first`."""
+    length = max(first["input_ids"].shape[1], second["input_ids"].shape[1])
+    merged = {k: v for k, v in first.items() if k not in TOKEN_KEYS}
+    for key in TOKEN_KEYS:
+        if key not in first:
+            continue
+        parts = []
+        for enc in (first, second):
+            value = enc.get(key, torch.zeros_like(enc["input_ids"]))
+            fill = pad_id if key == "input_ids" else 0
+            parts.append(torch.nn.functional.pad(value, (length - value.shape[1], 0), value=fill))
+        merged[key] = torch.cat(parts)
+    return merged
+
+
+def _repack(batch: dict, keys: tuple[str, ...], mask_key: str, pad_id: int, left: bool) -> dict:
+    """Move every row's real tokens to one end, keeping their order; a no-op for rows already packed."""
+    if mask_key not in batch:
+        return batch
+    mask = batch[mask_key].long()
+    packed = (mask.diff(dim=-1) >= 0) if left else (mask.diff(dim=-1) <= 0)
+    if bool(packed.all()):
+        return batch
+    order = torch.sort(mask if left else -mask, dim=-1, stable=True).indices
+    out = dict(batch)
+    for key in keys:
+        if key in batch:
+            out[key] = batch[key].gather(-1, order)
+    id_key = keys[0]
+    out[id_key] = out[id_key].masked_fill(~out[mask_key].bool(), pad_id)
+    return out
+
+
+def _pad_id(tokenizer) -> int:
+    return getattr(tokenizer, "pad_token_id", None) or 0
+
+
+def _normalise_padding(batch: dict, processor) -> dict:
+    # The language model's rows are left-padded (real tokens at the right end), whatever the processor
+    # did: InstructBLIP's puts its query tokens before the padding. Its Q-Former text is BERT-style
+    # (absolute positions) and must stay right-padded, but its processor pads it like the main text.
+    batch = _repack(batch, TOKEN_KEYS, "attention_mask", _pad_id(getattr(processor, "tokenizer", processor)), left=True)
+    return _repack(batch, ("qformer_input_ids", "qformer_attention_mask"), "qformer_attention_mask",
+                   _pad_id(getattr(processor, "qformer_tokenizer", None)), left=False)
+
+
 def encode(model, processor, images: list, prompts: list[str], text_only: bool = False) -> dict:
     """Inputs for `len(images)` image rows followed, with text_only=True, by their image-free twins.
 
@@ -67,8 +124,14 @@ def encode(model, processor, images: list, prompts: list[str], text_only: bool =
     texts = [render(processor, p, True) for p in prompts]
     bare = [render(processor, p, False) for p in prompts] if text_only else []
     with left_padding(processor):
-        batch = processor(text=texts + bare, images=_images_arg(processor, images, len(bare)), padding=True,
-                          return_tensors="pt")
+        if bare and _processes_rows_apart(processor):
+            with_images = dict(processor(text=texts, images=images, padding=True, return_tensors="pt"))
+            without = dict(processor(text=bare, padding=True, return_tensors="pt"))
+            batch = _merge_left_padded(with_images, without, _pad_id(getattr(processor, "tokenizer", processor)))
+        else:
+            batch = dict(processor(text=texts + bare, images=_images_arg(processor, images, len(bare)), padding=True,
+                                   return_tensors="pt"))
+    batch = _normalise_padding(batch, processor)
     ids = batch["input_ids"]
     n = len(images)
     if not bool((ids[:n] == token).any(-1).all()):
@@ -76,7 +139,7 @@ def encode(model, processor, images: list, prompts: list[str], text_only: bool =
     if bare and bool((ids[n:] == token).any()):
         raise HeadwiseError("the prompt template cannot be stripped of its image: the image-free prompt still "
                             "holds image tokens.")
-    return dict(batch)
+    return batch
 
 
 def to_device(batch: dict, model) -> dict:
