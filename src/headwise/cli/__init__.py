@@ -8,6 +8,7 @@ import typer
 
 from headwise.cli import assets as assets_cmd
 from headwise.cli import heads as heads_cmd
+from headwise.cli import vhr as vhr_cmd
 from headwise.cli.common import fail
 from headwise.errors import HeadwiseError
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(assets_cmd.app, name="assets")
 app.add_typer(heads_cmd.app, name="heads")
+app.add_typer(vhr_cmd.app, name="vhr")
 
 
 @app.command()
