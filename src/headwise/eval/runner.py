@@ -30,9 +30,16 @@ def _read_tolerant(path: Path) -> list[dict]:
 
 
 def process_state():
+    """This process's rank and the world size under `accelerate launch` (a single process otherwise).
+
+    On a machine without CUDA the processes talk over gloo: launch them with
+    `accelerate launch --multi_gpu --num_processes N` (accelerate's `--cpu` flag starts only one
+    process unless MPI is set up).
+    """
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def run_items(run: Run, name: str, items: list[dict], key: str, work: Callable[[list[dict]], list[dict]],

@@ -110,8 +110,8 @@ def run_pope(model, processor, questions: Path, images: Path, decode: DecodeConf
     failures = [r for r in rows if "error" in r]
     if not answered:
         raise HeadwiseError(f"every question failed; the first error: {failures[0]['error']}")
-    metrics = pope_mod.score([q for q, _ in answered], [{"question_id": q["question_id"], "answer": r["text"]}
-                                                         for q, r in answered])
+    metrics = pope_mod.score([q for q, _ in answered], [{"question_id": q["question_id"], "answer": r["text"],
+                                                          "line": q["line"]} for q, r in answered])
     result = {"task": "pope", "decode": asdict(decode), "metrics": metrics, "seconds_per_sample": _timing(rows),
               "failures": failures}
     run.finish(result)
