@@ -74,3 +74,52 @@ def test_scan_cli_writes_run_directory(smollm2, tmp_path):
     assert (out / "config.yaml").is_file()
     saved = json.loads((out / "results.json").read_text())
     assert saved["ablated_ppl"][29] == result["ablated_ppl"][29] and saved["env"]["torch"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    from headwise.testing_vlm import save_tiny_vlm, test_image
+
+    root = tmp_path_factory.mktemp("llava")
+    save_tiny_vlm("llava", root / "model")
+    test_image(0, size=(40, 30)).save(root / "img.png")
+    return root
+
+
+def test_vhr_describe_and_heads(tiny_llava, tmp_path):
+    proc = headwise("vhr", "describe", "--model", str(tiny_llava / "model"), "--image", str(tiny_llava / "img.png"),
+                    "--layers", "0,1", "--max-new-tokens", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["method"] == "vhr" and out["text"] and set(out["heads"]) <= {"0", "1"}
+    plot = tmp_path / "vhd.png"
+    proc = headwise("vhr", "heads", "--model", str(tiny_llava / "model"), "--image", str(tiny_llava / "img.png"),
+                    "--plot", str(plot), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert plot.stat().st_size > 1000 and len(json.loads(proc.stdout)["vhd"]) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--alpha", "-1"], "alpha must be > 0"),
+    (["--layers", "9"], "layer 9 is out of range"),
+    (["--method", "dola"], "unknown method"),
+])
+def test_vhr_bad_options(tiny_llava, extra, message):
+    proc = headwise("vhr", "describe", "--model", str(tiny_llava / "model"), "--image", str(tiny_llava / "img.png"),
+                    *extra)
+    assert_clean_failure(proc, message)
+
+
+def test_vhr_unreadable_image_and_text_only_model(tiny_llava, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\x00\x01")
+    assert_clean_failure(headwise("vhr", "describe", "--model", str(tiny_llava / "model"), "--image", str(bad)),
+                         "could not be read")
+    from headwise.testing import tiny_model
+
+    tiny_model("llama").save_pretrained(tmp_path / "lm")
+    from headwise.testing_vlm import tiny_vlm
+
+    tiny_vlm("llava")[1].tokenizer.save_pretrained(tmp_path / "lm")
+    assert_clean_failure(headwise("vhr", "describe", "--model", str(tmp_path / "lm"), "--image",
+                                  str(tiny_llava / "img.png")), "no image token")
