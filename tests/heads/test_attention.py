@@ -167,3 +167,20 @@ def test_score_edit_reaches_the_output_and_can_be_checked_by_hand():
         with edit_attention_scores(model, [1], hide_first_key), edit_attention_scores(model, [1], hide_first_key):
             pass
     del maps
+
+
+def test_on_probs_gives_the_probabilities_the_output_is_computed_from():
+    from headwise.heads import edit_attention_scores
+
+    ids, mask = text_batch(2, 8, left_pad=2)
+    ref = eager_attentions("llama", ids, mask)
+    model = tiny_model("llama")
+    got = {}
+    with edit_attention_scores(model, [0, 1], lambda s, layer: s, on_probs=lambda p, layer: got.__setitem__(layer, p)):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()[:, None, :, None]
+    for layer in (0, 1):
+        assert ((got[layer] - ref[layer]).abs() * real).max() <= 1e-5
+    grads = torch.autograd.grad(logits[:, -1].sum(), [got[0], got[1]])
+    assert all(g.abs().sum() > 0 for g in grads)  # on the output's graph, unlike the side-computed maps
+    assert all(p.grad is None for p in model.parameters())

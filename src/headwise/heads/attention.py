@@ -24,8 +24,8 @@ from headwise.heads.layout import HeadLayout, InvalidHeadsError, layout
 PREFIX = "headwise+"
 # id(attention module) -> list of (collector, layer, head index tensor) for every active context.
 _ACTIVE: dict[int, list[tuple["AttentionMaps", int, torch.Tensor]]] = {}
-# id(attention module) -> (edit function, layer) for `edit_attention_scores`.
-_EDITORS: dict[int, tuple[Callable, int]] = {}
+# id(attention module) -> (edit function, layer, probability sink or None) for `edit_attention_scores`.
+_EDITORS: dict[int, tuple[Callable, int, Callable | None]] = {}
 
 
 class AttentionMaps:
@@ -89,10 +89,14 @@ def head_probabilities(module, query: torch.Tensor, key: torch.Tensor, attention
     return torch.softmax(_masked(scores, attention_mask, sliding_window), dim=-1)
 
 
-def _edited_attention(module, query, key, value, attention_mask, edit, layer, kwargs):
+def _edited_attention(module, query, key, value, attention_mask, edit, layer, on_probs, kwargs):
     # Eager maths in float32 for this layer only, so an edit of the scores reaches the output.
     scores = edit(head_scores(query, key, scaling=kwargs.get("scaling"), softcap=kwargs.get("softcap")), layer)
     probs = torch.softmax(_masked(scores, attention_mask, kwargs.get("sliding_window")), dim=-1)
+    if on_probs is not None:
+        # These probabilities are the ones the output is computed from, so their gradient is the
+        # gradient of the loss w.r.t. the attention weights (SEEKR's task sensitivity).
+        on_probs(probs, layer)
     groups = query.shape[1] // value.shape[1]
     v = value.repeat_interleave(groups, dim=1).float()
     out = (probs @ v).to(query.dtype).transpose(1, 2).contiguous()
@@ -108,7 +112,7 @@ def _wrapper(original: str):
             fn = ALL_ATTENTION_FUNCTIONS[original]
         editor = _EDITORS.get(id(module))
         if editor is not None:
-            out = _edited_attention(module, query, key, value, attention_mask, editor[0], editor[1], kwargs)
+            out = _edited_attention(module, query, key, value, attention_mask, *editor, kwargs)
         else:
             out = fn(module, query, key, value, attention_mask, **kwargs)
         for collector, layer, heads in _ACTIVE.get(id(module), ()):
@@ -195,11 +199,14 @@ def _wrapped_backend(lay: HeadLayout) -> Iterator[None]:
 
 
 @contextmanager
-def edit_attention_scores(model, layers: Iterable[int], edit: Callable[[torch.Tensor, int], torch.Tensor]) -> Iterator[None]:
+def edit_attention_scores(model, layers: Iterable[int], edit: Callable[[torch.Tensor, int], torch.Tensor],
+                          on_probs: Callable[[torch.Tensor, int], None] | None = None) -> Iterator[None]:
     """Edit the pre-softmax attention scores of the given layers: `edit(scores, layer) -> scores`.
 
     scores are [batch, heads, queries, keys] in float32, before masking. The edited layers run eager
     maths (float32) instead of the model's backend; the other layers are untouched. Used by PAI.
+    `on_probs(probs, layer)`, if given, receives the post-softmax probabilities of all heads that the
+    layer's output is computed from (on the autograd graph), e.g. to take gradients with respect to them.
     """
     lay = layout(model)
     keys = [(id(lay.attentions[layer]), layer) for layer in sorted({lay.check_layer(l) for l in layers})]
@@ -209,7 +216,7 @@ def edit_attention_scores(model, layers: Iterable[int], edit: Callable[[torch.Te
     try:
         with _wrapped_backend(lay):
             for key, layer in keys:
-                _EDITORS[key] = (edit, layer)
+                _EDITORS[key] = (edit, layer, on_probs)
             yield
     finally:
         for key, _ in keys:
