@@ -34,6 +34,13 @@ def _smollm2() -> Path:
     return require("smollm2") / "hf"
 
 
+@register_alias("emoji-llava")
+def _emoji_llava() -> Path:
+    from headwise.testbed.model import emoji_llava_dir
+
+    return emoji_llava_dir()
+
+
 def _is_vlm(config) -> bool:
     return getattr(config, "vision_config", None) is not None
 

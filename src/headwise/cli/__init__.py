@@ -9,6 +9,7 @@ import typer
 from headwise.cli import assets as assets_cmd
 from headwise.cli import eval as eval_cmd
 from headwise.cli import heads as heads_cmd
+from headwise.cli import testbed as testbed_cmd
 from headwise.cli import vhr as vhr_cmd
 from headwise.cli.common import fail
 from headwise.errors import HeadwiseError
@@ -21,6 +22,7 @@ app.add_typer(assets_cmd.app, name="assets")
 app.add_typer(heads_cmd.app, name="heads")
 app.add_typer(vhr_cmd.app, name="vhr")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(testbed_cmd.app, name="testbed")
 
 
 @app.command()

@@ -1,0 +1,121 @@
+"""emoji-llava: a LlavaForConditionalGeneration whose language model is the real SmolLM2-135M-Instruct.
+
+The vision tower (a 4-layer CLIP ViT on 96 px images, 16 px patches: 36 image tokens), the projector
+and a LoRA adapter on SmolLM2's q/v projections are trained by `headwise testbed train`; those
+weights ship in the repo (`shipped/emoji_llava.safetensors`). `build()` adds SmolLM2 from the asset
+cache and merges the adapter, and the result is saved once into the cache as an ordinary
+transformers folder, which `load_model("emoji-llava")` loads like any other model.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+import transformers as tf
+
+from headwise.assets.registry import asset_dir, cache_dir, require
+from headwise.errors import AssetMissingError
+
+IMAGE_SIZE, PATCH = 96, 16
+# A reserved SmolLM2 token that never occurs in text stands in for image positions: no new embeddings.
+IMAGE_TOKEN = "<empty_output>"
+LORA_TARGETS = ("q_proj", "v_proj")
+LORA_RANK, LORA_ALPHA = 8, 16
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<empty_output>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+VISION = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
+              image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=192)
+CLIP_MEAN_STD = dict(image_mean=[0.4815, 0.4578, 0.4082], image_std=[0.2686, 0.2613, 0.2758])
+
+
+def shipped_weights() -> Path:
+    return Path(str(resources.files("headwise.testbed").joinpath("shipped/emoji_llava.safetensors")))
+
+
+def processor(tokenizer) -> tf.LlavaProcessor:
+    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                               crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, **CLIP_MEAN_STD)
+    return tf.LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH,
+                             vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                             image_token=IMAGE_TOKEN, chat_template=CHAT_TEMPLATE)
+
+
+def fresh(smollm2_dir: Path | None = None, seed: int = 0):
+    """SmolLM2 inside a LLaVA with a randomly initialised vision tower and projector, and its processor."""
+    smollm2_dir = smollm2_dir or require("smollm2") / "hf"
+    tokenizer = tf.AutoTokenizer.from_pretrained(smollm2_dir)
+    lm = tf.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = tf.LlavaConfig(vision_config=tf.CLIPVisionConfig(**VISION), text_config=lm.config,
+                            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_layer=-1,
+                            vision_feature_select_strategy="default", projector_hidden_act="gelu",
+                            tie_word_embeddings=lm.config.tie_word_embeddings)
+    model = tf.LlavaForConditionalGeneration(config)
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    model.tie_weights()
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), processor(tokenizer)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The weights that are not SmolLM2's: vision tower, projector and LoRA factors."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()
+            if k.startswith(("model.vision_tower.", "model.multi_modal_projector.")) or "lora_" in k}
+
+
+def merge_lora(model, state: dict[str, torch.Tensor]) -> None:
+    """Add scale * B @ A of each LoRA pair in `state` into the matching linear weight of `model`."""
+    scale = LORA_ALPHA / LORA_RANK
+    for key, a in state.items():
+        if ".lora_A." not in key:
+            continue
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        # peft names: ...self_attn.q_proj.lora_A.default.weight -> ...self_attn.q_proj.weight
+        target = key.split(".lora_A.")[0].replace("base_model.model.", "") + ".weight"
+        target = target.replace("model.model.language_model", "model.language_model")
+        weight = dict(model.named_parameters())[target]
+        with torch.no_grad():
+            weight += scale * (b.float() @ a.float()).to(weight.dtype)
+
+
+def build(weights: Path | None = None, out: Path | None = None) -> Path:
+    """Assemble emoji-llava (SmolLM2 + shipped weights, adapter merged) into a transformers folder in the cache."""
+    from safetensors.torch import load_file
+
+    weights = weights or shipped_weights()
+    if not weights.is_file():
+        raise AssetMissingError(f"{weights} is missing; train it with `headwise testbed train` or reinstall headwise.")
+    out = out or cache_dir() / "emoji-llava"
+    model, proc = fresh()
+    state = load_file(weights)
+    missing = [k for k in state if "lora_" not in k and k not in model.state_dict()]
+    if missing:
+        raise AssetMissingError(f"{weights} does not match this model (e.g. {missing[0]}); rebuild it with `headwise testbed train`.")
+    model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
+    merge_lora(model, state)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    (out / "headwise-source.json").write_text(json.dumps({"weights": str(weights)}))
+    return out
+
+
+def emoji_llava_dir() -> Path:
+    """The cached emoji-llava folder, assembled on first use (needs `headwise assets fetch`)."""
+    folder = cache_dir() / "emoji-llava"
+    if not (folder / "config.json").is_file() or not (folder / "headwise-source.json").is_file():
+        require("smollm2")
+        build(out=folder)
+    return folder
+
+
+__all__ = ["build", "emoji_llava_dir", "fresh", "processor", "asset_dir"]
