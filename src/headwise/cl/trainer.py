@@ -1,0 +1,367 @@
+"""The continual-learning loop: train task by task, cache teacher signals, evaluate the full matrix.
+
+Everything lands in the run directory: state.json (phase per task, importance, selections,
+matrix rows), checkpoint/ (trainable weights, optimizer, position in the schedule; written at task
+boundaries and every `checkpoint_every` micro-steps), teacher/ (one shard per task), work/ (the
+"before" maps of the task being learned) and results.json, rewritten atomically after every task.
+A killed run rerun with the same settings continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from headwise.cl import buffer as replay_buffer
+from headwise.cl.config import CLConfig
+from headwise.cl.data import Task, collate, encode, pad_id
+from headwise.cl.evaluate import score_task
+from headwise.cl.importance import (capture_all_maps, forgettability, normalize_layers, query_rows, select_heads,
+                                    sensitivity_and_maps)
+from headwise.cl.losses import attention_kl, kd_positions, logit_kd
+from headwise.cl.metrics import summarize
+from headwise.cl.schedule import epoch_steps, step_seed
+from headwise.cl.teacher import TeacherShard, topk_logprobs, write_shard
+from headwise.errors import HeadwiseError
+from headwise.heads import attention_maps, layout
+from headwise.runs import Run
+
+
+class Continual:
+    def __init__(self, model, tokenizer, tasks: list[Task], config: CLConfig, run: Run,
+                 accelerator=None, log: Callable[[str], None] = print):
+        if not tasks:
+            raise HeadwiseError("the benchmark has no tasks.")
+        self.cfg, self.run, self.tasks, self.tok, self.log = config, run, tasks, tokenizer, log
+        self.acc = accelerator
+        self.rank = accelerator.process_index if accelerator else 0
+        self.world = accelerator.num_processes if accelerator else 1
+        if config.batch_size % self.world:
+            raise HeadwiseError(f"batch size {config.batch_size} does not split over {self.world} processes.")
+        self.model = model
+        if config.lora:
+            from peft import LoraConfig, get_peft_model
+
+            self.model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                                          target_modules="all-linear", lora_dropout=0.0))
+        # headwise.heads works on the transformers model; LoRA adapters sit inside its projections.
+        self.core = self.model.get_base_model() if config.lora else self.model
+        self.layout = layout(self.core)
+        self.pad = pad_id(tokenizer)
+        for i, t in enumerate(tasks):
+            config.epochs_for(i, len(tasks))
+            replay_buffer.buffer_size(config.replay, len(t.train), f"task {t.name}")
+        if config.method == "seekr":
+            sel = select_heads(torch.zeros(self.layout.num_layers, self.layout.num_heads), config.layer_budget,
+                               config.head_budget)  # refuse impossible budgets before any work
+            del sel
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.betas),
+                                     weight_decay=config.weight_decay)
+        self.train_model = self.model
+        if accelerator is not None:
+            self.train_model, self.opt = accelerator.prepare(self.model, self.opt)
+        self.state = run.read_json("state.json") or {"tasks": [t.name for t in tasks], "done": {}, "matrix": [],
+                                                      "base": None, "importance": None, "heads": {}, "buffers": {},
+                                                      "store_bytes": {}, "timing": {}}
+        self._shards: dict[str, TeacherShard] = {}
+        self._encoded: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def _barrier(self):
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+
+    def _save_state(self):
+        if self.main:
+            self.run.write_json("state.json", self.state)
+            self.run.write_json("results.json", self.results())
+        self._barrier()
+
+    def _enc(self, task: Task, i: int):
+        key = (task.name, i)
+        if key not in self._encoded:
+            self._encoded[key] = encode(self.tok, task.train[i], self.cfg.max_len)
+        return self._encoded[key]
+
+    def _ckpt_dir(self) -> Path:
+        return self.run.path("checkpoint")
+
+    def _save_checkpoint(self, progress: dict):
+        if self.main:
+            d = self._ckpt_dir()
+            d.mkdir(exist_ok=True)
+            names = {id(p): n for n, p in self.model.named_parameters()}
+            weights = {names[id(p)]: p.detach().cpu().clone() for p in self.params}
+            tmp = d / ".ckpt.pt.tmp"
+            torch.save({"weights": weights, "optimizer": self.opt.state_dict(), "progress": progress}, tmp)
+            tmp.replace(d / "ckpt.pt")
+        self._barrier()
+
+    def _load_checkpoint(self) -> dict | None:
+        path = self._ckpt_dir() / "ckpt.pt"
+        if not path.is_file():
+            return None
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, w in ck["weights"].items():
+                params[n].copy_(w.to(params[n].device))
+        self.opt.load_state_dict(ck["optimizer"])
+        return ck["progress"]
+
+    # ---- the run ----------------------------------------------------------------------------------
+
+    def fit(self, on_step: Callable[[int, str], None] | None = None) -> dict:
+        """Run (or resume) the whole sequence; returns the results dict written to results.json."""
+        progress = self._load_checkpoint() or {"task": 0, "epoch": 0, "step": 0}
+        if self.state["base"] is None:
+            self.state["base"] = self._evaluate_row("base")
+            self._save_state()
+        for t in range(progress["task"], len(self.tasks)):
+            task = self.tasks[t]
+            done = self.state["done"].setdefault(task.name, [])
+            if "train" not in done:
+                start = progress if progress["task"] == t else {"task": t, "epoch": 0, "step": 0}
+                self._prepare_buffer(t)
+                if self.cfg.method == "seekr" and "before" not in done:
+                    self._capture_before(t)
+                    done.append("before")
+                    self._save_state()
+                self._train_task(t, start, on_step)
+                # The trained weights are what the teacher and evaluation phases read on a resume.
+                self._save_checkpoint({"task": t, "epoch": self.cfg.epochs_for(t, len(self.tasks)), "step": 0})
+                done.append("train")
+                self._save_state()
+            if "teacher" not in done and self.cfg.method in ("derpp", "seekr"):
+                self._post_task(t)
+                done.append("teacher")
+                self._save_state()
+            if "eval" not in done:
+                self.state["matrix"].append(self._evaluate_row(f"after {task.name}"))
+                done.append("eval")
+                self._save_state()
+            if self.main:
+                shutil.rmtree(self.run.path("work") / task.name, ignore_errors=True)
+        if self.main:
+            self._plots()
+            self.run.finish(self.results())
+        self._barrier()
+        return self.results()
+
+    def _prepare_buffer(self, t: int):
+        task = self.tasks[t]
+        if task.name not in self.state["buffers"]:
+            self.state["buffers"][task.name] = replay_buffer.select(task.train, self.cfg.replay, self.cfg.replay_sampling,
+                                                                    self.cfg.seed, f"task {task.name}")
+
+    def _replay_pool(self, t: int) -> list[tuple[int, int, int]]:
+        """(task index, item index, position in that task's buffer) for every buffered sample of tasks < t."""
+        return [(j, item, k) for j in range(t) for k, item in enumerate(self.state["buffers"][self.tasks[j].name])]
+
+    # ---- training -----------------------------------------------------------------------------------
+
+    def _train_task(self, t: int, start: dict, on_step):
+        cfg, task = self.cfg, self.tasks[t]
+        method = cfg.method
+        pool = self._replay_pool(t) if method != "seqft" else []
+        if method == "replay":
+            # Plain replay (the paper's baseline script): old buffers concatenated with the new data.
+            items = [(t, i) for i in range(len(task.train))] + [(j, i) for j, i, _ in pool]
+            pool = []
+        else:
+            items = [(t, i) for i in range(len(task.train))]
+        epochs = cfg.epochs_for(t, len(self.tasks))
+        timing = self.state["timing"].setdefault(task.name, {"seconds": 0.0, "task_steps": 0, "replay_steps": 0,
+                                                            "replay_seconds": 0.0})
+        self.train_model.train()
+        micro = 0
+        for epoch in range(start["epoch"], epochs):
+            steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.faithful)
+            first = start["step"] if epoch == start["epoch"] else 0
+            for k in range(first, len(steps)):
+                kind, idx = steps[k]
+                torch.manual_seed(step_seed(cfg.seed, t, epoch, k))
+                t0 = time.perf_counter()
+                mine = idx[self.rank::self.world]
+                if kind == "replay":
+                    loss = self._replay_loss([pool[i] for i in mine])
+                else:
+                    loss = self._task_loss([items[i] for i in mine])
+                if self.acc is not None:
+                    self.acc.backward(loss / cfg.grad_accum)
+                else:
+                    (loss / cfg.grad_accum).backward()
+                micro += 1
+                last = k == len(steps) - 1 and epoch == epochs - 1
+                if micro % cfg.grad_accum == 0 or last:
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
+                    micro = 0
+                dt = time.perf_counter() - t0
+                timing["seconds"] += dt
+                timing[f"{kind}_steps"] += 1
+                if kind == "replay":
+                    timing["replay_seconds"] += dt
+                if on_step is not None:
+                    on_step(k, kind)
+                if micro == 0 and (k + 1) % cfg.checkpoint_every == 0 and not last:
+                    self._save_state()
+                    self._save_checkpoint({"task": t, "epoch": epoch, "step": k + 1})
+            start = {"task": t, "epoch": epoch + 1, "step": 0}
+        self.train_model.eval()
+
+    def _batch(self, rows):
+        b = collate(rows, self.pad)
+        device = next(self.model.parameters()).device
+        return {k: v.to(device) for k, v in b.items()}
+
+    def _task_loss(self, refs: list[tuple[int, int]]) -> torch.Tensor:
+        b = self._batch([self._enc(self.tasks[j], i) for j, i in refs])
+        return self.train_model(**b, use_cache=False).loss
+
+    def _shard(self, j: int) -> TeacherShard:
+        name = self.tasks[j].name
+        if name not in self._shards:
+            self._shards[name] = TeacherShard(self.run.path("teacher") / f"{name}.safetensors")
+        return self._shards[name]
+
+    def _replay_loss(self, refs: list[tuple[int, int, int]]) -> torch.Tensor:
+        cfg = self.cfg
+        rows = [self._enc(self.tasks[j], i) for j, i, _ in refs]
+        b = self._batch(rows)
+        teachers = [self._shard(j).sample(k) for j, _, k in refs]
+        if cfg.method == "seekr":
+            union: dict[int, set[int]] = {}
+            for tt in teachers:
+                for l, hs in tt["heads"].items():
+                    union.setdefault(l, set()).update(hs)
+            heads = {l: sorted(hs) for l, hs in union.items()}
+            with attention_maps(self.core, heads, differentiable=True) as maps:
+                out = self.train_model(**b, use_cache=False)
+            attn = attention_kl(maps.maps, heads, teachers, [len(ids) for ids, _ in rows])
+        else:
+            out = self.train_model(**b, use_cache=False)
+            attn = None
+        pos = kd_positions(b["labels"], cfg.shifted_kd)
+        kd = logit_kd(out.logits, pos, teachers)
+        loss = (1 - cfg.alpha) * out.loss + cfg.alpha * kd
+        return loss + cfg.lam * attn if attn is not None else loss
+
+    # ---- SEEKR's passes -------------------------------------------------------------------------------
+
+    def _queries(self, t: int) -> list[list[int] | None]:
+        task = self.tasks[t]
+        rng = random.Random(f"{self.cfg.seed}:queries:{task.name}")
+        return [query_rows(len(self._enc(task, i)[0]), self.cfg.query_budget, rng, self.cfg.faithful)
+                for i in self.state["buffers"][task.name]]
+
+    def _capture_before(self, t: int):
+        """The maps of task t's buffer under the model before learning t, on disk (float32, all heads)."""
+        task = self.tasks[t]
+        d = self.run.path("work") / task.name
+        if self.main:
+            d.mkdir(parents=True, exist_ok=True)
+            self.core.eval()
+            for k, (i, rows) in enumerate(zip(self.state["buffers"][task.name], self._queries(t))):
+                torch.save(capture_all_maps(self.core, self._enc(task, i)[0], rows), d / f"before{k}.pt")
+        self._barrier()
+
+    def _post_task(self, t: int):
+        """With the model just trained on t: teacher logits, S and F on t's buffer, importance, selection,
+        and the teacher shard holding only what replay will need."""
+        cfg, task = self.cfg, self.tasks[t]
+        items = self.state["buffers"][task.name]
+        queries = self._queries(t)
+        seekr = cfg.method == "seekr"
+        self.core.eval()
+        if self.main:
+            work = self.run.path("work") / task.name
+            sens = torch.zeros(self.layout.num_layers, self.layout.num_heads)
+            forget = torch.zeros_like(sens)
+            logits, t0 = [], time.perf_counter()
+            for k, i in enumerate(items):
+                ids, labels = self._enc(task, i)
+                pos = kd_positions(torch.tensor([labels]), cfg.shifted_kd)[0]
+                if seekr:
+                    s, after, lg = sensitivity_and_maps(self.core, ids, labels, queries[k], cfg.masked_sensitivity)
+                    sens += s / len(items)
+                    forget += forgettability(torch.load(work / f"before{k}.pt"), after) / len(items)
+                    torch.save(after.half(), work / f"after{k}.pt")
+                else:
+                    with torch.no_grad():
+                        lg = self.core(input_ids=torch.tensor([ids], device=next(self.core.parameters()).device),
+                                       use_cache=False).logits[0].float().cpu()
+                logits.append(topk_logprobs(lg[pos], cfg.logit_topk))
+            heads: dict[int, list[int]] = {}
+            if seekr:
+                imp = torch.tensor(self.state["importance"]) if self.state["importance"] else torch.zeros_like(sens)
+                imp = imp + normalize_layers(sens) * forget
+                heads = select_heads(imp, cfg.layer_budget, cfg.head_budget)
+                self.state["importance"] = imp.tolist()
+                self.state.setdefault("sensitivity", {})[task.name] = normalize_layers(sens).tolist()
+                self.state.setdefault("forgettability", {})[task.name] = forget.tolist()
+            self.state["heads"][task.name] = {str(l): h for l, h in heads.items()}
+            samples = []
+            for k in range(len(items)):
+                after = torch.load(work / f"after{k}.pt") if seekr else None
+                samples.append({"maps": {l: after[l, hs] for l, hs in heads.items()}, "queries": queries[k],
+                                "logits": logits[k]})
+            self.state["store_bytes"][task.name] = write_shard(self.run.path("teacher") / f"{task.name}.safetensors",
+                                                               task.name, items, heads, samples)
+            self.state["timing"].setdefault(task.name, {})["teacher_seconds"] = time.perf_counter() - t0
+        self._barrier()
+
+    # ---- evaluation ---------------------------------------------------------------------------------
+
+    def _evaluate_row(self, label: str) -> list[float] | None:
+        row = None
+        if self.main:
+            self.core.eval()
+            row, examples = [], {}
+            for task in self.tasks:
+                score, records = score_task(self.core, self.tok, task, self.cfg.max_new_tokens, self.cfg.max_len,
+                                            self.cfg.eval_batch_size, self.cfg.eval_max)
+                row.append(score)
+                examples[task.name] = records[:3]
+            self.log(f"{label}: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, row)))
+            self.state.setdefault("examples", {})[label] = examples
+        if self.acc is not None:
+            from accelerate.utils import broadcast_object_list
+
+            row = broadcast_object_list([row])[0]
+        return row
+
+    def results(self) -> dict:
+        names = [t.name for t in self.tasks]
+        out = {"tasks": names, "method": self.cfg.method, "matrix": self.state["matrix"], "base": self.state["base"],
+               "heads": self.state["heads"], "buffer_sizes": {k: len(v) for k, v in self.state["buffers"].items()},
+               "teacher_store_bytes": self.state["store_bytes"], "timing": self.state["timing"],
+               "complete": len(self.state["matrix"]) == len(names)}
+        if out["complete"]:
+            out |= summarize(self.state["matrix"], self.state["base"])
+        else:
+            out |= {"op": None, "bwt": None, "bwt_paper": None, "fwt": None}
+        return out
+
+    def _plots(self):
+        from headwise.plots import heatmap
+
+        if self.state["matrix"]:
+            heatmap(self.state["matrix"], self.run.path("matrix.png"), "score on task (column) after learning task (row)",
+                    "score", xlabel="task", ylabel="after task")
+        if self.state.get("importance"):
+            last = self.state["heads"][self.tasks[-1].name] if self.tasks[-1].name in self.state["heads"] else {}
+            heatmap(self.state["importance"], self.run.path("importance.png"), "SEEKR cumulative head importance",
+                    "importance", marks=[(int(l), h) for l, hs in last.items() for h in hs])

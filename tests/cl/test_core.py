@@ -1,0 +1,138 @@
+import random
+
+import pytest
+import torch
+
+from headwise.cl.buffer import buffer_size, select
+from headwise.cl.config import CLConfig
+from headwise.cl.importance import forgettability, normalize_layers, query_rows, select_heads
+from headwise.cl.losses import attention_kl, kd_positions, logit_kd
+from headwise.cl.metrics import backward_transfer, forward_transfer, overall_performance, summarize
+from headwise.cl.schedule import epoch_steps
+from headwise.errors import HeadwiseError
+
+R = [[0.8, 0.1, 0.2],
+     [0.6, 0.9, 0.3],
+     [0.5, 0.7, 0.6]]
+
+
+def test_metrics_on_a_hand_made_matrix():
+    assert overall_performance(R) == pytest.approx((0.5 + 0.7 + 0.6) / 3)
+    assert backward_transfer(R) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 2)
+    assert backward_transfer(R, "paper") == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9) + 0) / 3)
+    assert forward_transfer(R, [0.0, 0.05, 0.1]) == pytest.approx(((0.1 - 0.05) + (0.3 - 0.1)) / 2)
+    s = summarize(R, [0.0, 0.05, 0.1])
+    assert s["bwt"] != s["bwt_paper"] and "1/T" in s["bwt_conventions"]["bwt_paper"]
+    with pytest.raises(HeadwiseError, match="square"):
+        overall_performance([[1, 2]])
+
+
+@pytest.mark.parametrize("ratio,size,want", [(0.01, 5000, 50), (0.1, 1000, 100), (0.01, 50, 1), (1, 7, 7), (3, 10, 3)])
+def test_buffer_sizes_per_ratio(ratio, size, want):
+    assert buffer_size(ratio, size) == want
+    assert len(select(list(range(size)), ratio, "random", 0)) == want
+    assert select(list(range(size)), ratio, "first", 0) == list(range(want))
+
+
+@pytest.mark.parametrize("ratio", [0, -0.5, 1.5, float("nan")])
+def test_bad_replay_ratio(ratio):
+    with pytest.raises(HeadwiseError, match="replay"):
+        buffer_size(ratio, 10)
+
+
+def test_replay_count_larger_than_task():
+    with pytest.raises(HeadwiseError, match="larger than task t"):
+        buffer_size(20, 10, "task t")
+
+
+def test_forgettability_and_normalised_sensitivity_on_constructed_tensors():
+    before = torch.zeros(2, 3, 4, 4)
+    after = before.clone()
+    after[1, 2] = 0.5  # only head (1, 2) moved, by 0.5 everywhere
+    after[0, 0, 0, 0] = 1.0  # one entry of head (0, 0) moved by 1
+    f = forgettability(before, after)
+    assert f[1, 2] == pytest.approx(0.25) and f[0, 0] == pytest.approx(1 / 16)
+    assert f.sum() == pytest.approx(0.25 + 1 / 16)
+    s = normalize_layers(torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert s.tolist() == [[0.25, 0.75, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_hierarchical_selection_respects_budgets():
+    imp = torch.tensor([[5.0, 0.0, 0.0],   # layer sum 5
+                        [2.0, 2.0, 2.0],   # 6
+                        [0.1, 0.1, 0.1],   # 0.3
+                        [9.0, 0.0, 0.0]])  # 9: its lone strong head wins
+    sel = select_heads(imp, layer_budget=2, head_budget=3)
+    assert sorted(sel) == [1, 3]  # layer 0 (sum 5) loses to layer 1 (sum 6) despite its head of 5
+    assert sel == {1: [0, 1], 3: [0]}
+    assert sum(map(len, sel.values())) == 3
+    assert select_heads(imp, 0.5, 0.25) == sel  # fractions: 2 of 4 layers, 3 of 12 heads
+    with pytest.raises(HeadwiseError, match="layer budget 5 is larger"):
+        select_heads(imp, 5, 3)
+    with pytest.raises(HeadwiseError, match="head budget 7"):
+        select_heads(imp, 2, 7)
+
+
+def test_query_rows():
+    rng = random.Random(0)
+    rows = query_rows(10, 4, rng, faithful=False)
+    assert len(rows) == 4 and rows == sorted(rows) and len(set(rows)) == 4
+    assert query_rows(3, 4, rng, faithful=False) is None
+    assert len(query_rows(3, 4, rng, faithful=True)) == 4  # with replacement, as the original
+    assert query_rows(10, 0, rng, faithful=False) is None
+
+
+def test_attention_kl_matches_a_loop_and_is_zero_for_equal_maps():
+    torch.manual_seed(0)
+    n_pad = 5
+    lengths = [5, 3]
+    student = {0: torch.softmax(torch.randn(2, 2, n_pad, n_pad), -1), 2: torch.softmax(torch.randn(2, 1, n_pad, n_pad), -1)}
+    heads = {0: [1, 4], 2: [0]}
+    t0 = {"heads": {0: [4], 2: [0]}, "queries": [1, 3],
+          "maps": {0: torch.softmax(torch.randn(1, 2, 5), -1), 2: torch.softmax(torch.randn(1, 2, 5), -1)}}
+    t1 = {"heads": {0: [1, 4]}, "queries": None, "maps": {0: torch.softmax(torch.randn(2, 3, 3), -1)}}
+    got = attention_kl(student, heads, [t0, t1], lengths)
+
+    def kl(p, q):
+        return sum(float(p[k] * (p[k].log() - (q[k] + 1e-8).log())) for k in range(len(p)))
+
+    layer0 = (sum(kl(t0["maps"][0][0, r], student[0][0, 1, q]) for r, q in enumerate([1, 3])) / 2
+              + sum(kl(t1["maps"][0][h, q], student[0][1, h, 2 + q, 2:]) for h in range(2) for q in range(3)) / 6) / 2
+    layer2 = (sum(kl(t0["maps"][2][0, r], student[2][0, 0, q]) for r, q in enumerate([1, 3])) / 2) / 2
+    assert got.item() == pytest.approx((layer0 + layer2) / 2, rel=1e-5)
+    same = {"heads": {0: [1]}, "queries": None, "maps": {0: student[0][0, :1]}}
+    assert attention_kl(student, heads, [same], [5]).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_logit_kd_positions_and_topk():
+    labels = torch.tensor([[-100, -100, 5, 6, 2]])
+    assert kd_positions(labels, shifted=True).tolist() == [[False, True, True, True, False]]
+    assert kd_positions(labels, shifted=False).tolist() == [[False, False, True, True, True]]
+    torch.manual_seed(0)
+    student = torch.randn(1, 5, 7)
+    pos = kd_positions(labels, True)
+    teacher = torch.randn(3, 7).log_softmax(-1)
+    full = logit_kd(student, pos, [{"logprobs": teacher}])
+    want = -(teacher.exp() * student[0, 1:4].log_softmax(-1)).sum(-1).mean()
+    assert full.item() == pytest.approx(want.item(), rel=1e-5)
+    values, index = teacher.topk(7, -1)  # all of the vocabulary through the top-k path
+    assert logit_kd(student, pos, [{"logprobs": values, "index": index}]).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_schedule_interleaves_and_faithful_cycle_can_turn_replay_off():
+    steps = epoch_steps(8, 2, 2, 0, 1, 0, faithful=False)  # 4 task batches, 1 replay batch: cycle 4
+    assert [k for k, _ in steps] == ["replay", "task", "task", "task", "task"]
+    assert epoch_steps(8, 2, 2, 0, 1, 0, False) == steps  # seeded
+    many = epoch_steps(2, 6, 2, 0, 1, 0, faithful=True)  # 1 task batch, 3 replay batches: cycle 0
+    assert [k for k, _ in many] == ["task"]
+    assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, faithful=False)] == ["replay", "task"]
+
+
+def test_config_validation_and_faithful_switch():
+    assert CLConfig(faithful=True).query_budget == 0 and CLConfig(faithful=True).logit_topk == 0
+    assert CLConfig().shifted_kd and not CLConfig(faithful=True).shifted_kd
+    for bad in (dict(replay=0), dict(replay=2.5), dict(method="ewc2"), dict(epochs=0), dict(lr=-1)):
+        with pytest.raises(HeadwiseError):
+            CLConfig(**bad)
+    with pytest.raises(HeadwiseError, match="unknown settings"):
+        CLConfig.from_dict({"nope": 1})
