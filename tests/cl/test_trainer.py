@@ -1,0 +1,135 @@
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from headwise.cl.config import CLConfig
+from headwise.cl.data import load_trace
+from headwise.cl.losses import attention_kl
+from headwise.cl.trainer import Continual
+from headwise.heads import attention_maps
+from headwise.runs import Run
+from headwise.testing import text_batch, tiny_model
+
+FAST = dict(batch_size=2, lr=1e-3, epochs=2, replay=0.25, max_new_tokens=2, layer_budget=1, head_budget=2,
+            query_budget=4, logit_topk=8, checkpoint_every=2, seed=3)
+
+
+def run_cl(tmp, trace_dir, tok, on_step=None, **kw):
+    cfg = CLConfig(**{**FAST, **kw})
+    tasks = load_trace(trace_dir)
+    run = Run(tmp, "cl run", cfg.to_dict())
+    return Continual(tiny_model("llama"), tok, tasks, cfg, run, log=lambda s: None).fit(on_step)
+
+
+def test_attention_kl_equals_a_hand_computation_from_eager_maps():
+    ids, mask = text_batch(2, 7, left_pad=2)
+    eager = tiny_model("llama", attn_implementation="eager")
+    with torch.no_grad():
+        ref = eager(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    torch.manual_seed(1)
+    lengths = [7, 5]
+    teachers = [{"heads": {1: [0, 3]}, "queries": None, "maps": {1: torch.softmax(torch.randn(2, 7, 7), -1).tril()}},
+                {"heads": {0: [2], 1: [3]}, "queries": [0, 4],
+                 "maps": {0: torch.softmax(torch.randn(1, 2, 5), -1), 1: torch.softmax(torch.randn(1, 2, 5), -1)}}]
+    want = 0.0
+    for l in (0, 1):
+        per_layer = 0.0
+        for i, t in enumerate(teachers):
+            hs = t["heads"].get(l, [])
+            n = lengths[i]
+            rows = t["queries"] if t["queries"] is not None else list(range(n))
+            terms = []
+            for a, h in enumerate(hs):
+                for r, q in enumerate(rows):
+                    p_t = t["maps"][l][a, r]
+                    p_s = ref[l][i, h, 7 - n + q, 7 - n:]
+                    terms.append(sum(float(p_t[k] * (torch.log(p_t[k]) - torch.log(p_s[k] + 1e-8)))
+                                     for k in range(n) if p_t[k] > 0))
+            per_layer += sum(terms) / len(terms) if terms else 0.0
+        want += per_layer / 2
+    want /= 2
+    model = tiny_model("llama")  # sdpa: the maps come from the side branch with gradients
+    heads = {0: [2], 1: [0, 3]}
+    with attention_maps(model, heads, differentiable=True) as maps:
+        model(input_ids=ids, attention_mask=mask)
+    got = attention_kl(maps.maps, heads, teachers, lengths)
+    assert got.item() == pytest.approx(want, rel=1e-4)
+    got.backward()
+    assert model.model.layers[1].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_seekr_run_writes_results_teacher_store_and_plots(tmp_path, trace_dir, tok):
+    res = run_cl(tmp_path / "run", trace_dir, tok)
+    assert res["tasks"] == ["a", "b"] and len(res["matrix"]) == 2 and all(len(r) == 2 for r in res["matrix"])
+    assert all(0 <= x <= 1 for r in res["matrix"] for x in r)
+    for key in ("op", "bwt", "bwt_paper", "fwt"):
+        assert isinstance(res[key], float)
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["op"] == res["op"] and "env" in on_disk
+    assert (tmp_path / "run" / "matrix.png").is_file() and (tmp_path / "run" / "importance.png").is_file()
+    assert res["buffer_sizes"] == {"a": 2, "b": 2}
+    heads = {int(l): h for l, h in res["heads"]["a"].items()}
+    assert len(heads) == 1 and sum(map(len, heads.values())) == 2
+    # The store holds only the selected heads at the sampled rows, in float16, and top-k logits.
+    path = tmp_path / "run" / "teacher" / "a.safetensors"
+    expected = 0
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            t = f.get_tensor(key)
+            expected += t.numel() * t.element_size()
+            if ".maps." in key:
+                assert t.dtype == torch.float16 and t.shape[0] == len(heads[int(key.rsplit(".", 1)[1])])
+                assert t.shape[1] == 4  # query budget
+            elif key.endswith("logprobs"):
+                assert t.shape[1] == 8
+    n_keys_max = max(len(json.dumps(x)) for x in [1])
+    assert path.stat().st_size <= expected + 4096 + n_keys_max
+    assert res["teacher_store_bytes"]["a"] == path.stat().st_size
+    assert not (tmp_path / "run" / "work" / "a").exists()  # the all-head "before" maps are gone
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_mid_task_and_resumed_gives_the_same_metrics(tmp_path, trace_dir, tok):
+    full = run_cl(tmp_path / "full", trace_dir, tok)
+    seen = []
+
+    def kill(step, kind):
+        seen.append(step)
+        if len(seen) == 12:  # task a: 8 steps; task b: replay + 4 task steps per epoch
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_cl(tmp_path / "killed", trace_dir, tok, on_step=kill)
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert state["done"]["a"] == ["before", "train", "teacher", "eval"] and "train" not in state["done"]["b"]
+    progress = torch.load(tmp_path / "killed" / "checkpoint" / "ckpt.pt", weights_only=False)["progress"]
+    assert progress == {"task": 1, "epoch": 0, "step": 2}  # resumes mid-task, redoing the lost steps
+    resumed = run_cl(tmp_path / "killed", trace_dir, tok)
+    assert resumed["matrix"] == full["matrix"]
+    assert (resumed["op"], resumed["bwt"], resumed["fwt"]) == (full["op"], full["bwt"], full["fwt"])
+    assert resumed["heads"] == full["heads"]
+    # Scores of a tiny random model can tie by chance; the trained weights must match too.
+    w_full = torch.load(tmp_path / "full" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+    w_res = torch.load(tmp_path / "killed" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+    assert all(torch.equal(w_full[n], w_res[n]) for n in w_full)
+    start = tiny_model("llama").state_dict()
+    assert any(not torch.equal(start[n], w_full[n]) for n in w_full)
+
+
+@pytest.mark.parametrize("method", ["seqft", "replay", "derpp"])
+def test_baselines_run(tmp_path, trace_dir, tok, method):
+    res = run_cl(tmp_path / method, trace_dir, tok, method=method, epochs=1)
+    assert res["complete"] and res["heads"] == ({"a": {}, "b": {}} if method == "derpp" else {})
+    assert (tmp_path / method / "teacher" / "a.safetensors").is_file() == (method == "derpp")
+
+
+def test_lora_trains_only_adapters(tmp_path, trace_dir, tok):
+    res = run_cl(tmp_path / "lora", trace_dir, tok, lora=True, epochs=1)
+    assert res["complete"]
+    ck = torch.load(tmp_path / "lora" / "checkpoint" / "ckpt.pt", weights_only=False)
+    assert ck["weights"] and all("lora_" in n for n in ck["weights"])
