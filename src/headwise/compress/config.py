@@ -1,0 +1,66 @@
+"""Settings of UniCuCo's calibration, fitting and serving, as plain dataclasses (saved into run directories)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SPACES = ("unstructured", "depth")
+MAX_SPARSITY = 0.95
+
+
+@dataclass
+class CalibConfig:
+    """Calibration and evaluation text.
+
+    Args:
+        data: text source: wiki-en/fr/es (train split for calibration, test split for perplexity) or a UTF-8 file
+            (its first part calibrates, the rest is scored; see `calibration.texts`).
+        seq_len: tokens per window.
+        windows: calibration windows: Wanda input norms and the KL objective use the same tokens.
+        ppl_windows: test windows for perplexity.
+        batch_size: windows per forward pass.
+    """
+
+    data: str = "wiki-en"
+    seq_len: int = 256
+    windows: int = 2
+    ppl_windows: int = 4
+    batch_size: int = 2
+
+
+@dataclass
+class FitConfig:
+    """The GP / StratNet loop (PSL-MOBO pattern).
+
+    Args:
+        space: "unstructured" (one Wanda sparsity ratio per decoder block) or "depth" (blocks removed).
+        evals: budget of true evaluations (prune, forward, KL), the initial design included.
+        initial: evaluations of the initial design; the rest come in rounds of `batch`.
+        batch: new evaluations per round, chosen from StratNet's outputs.
+        max_ratio: the largest per-block sparsity StratNet may output (unstructured).
+        min_sparsity, max_sparsity: the range of mean sparsities the initial design spreads over.
+        steps: StratNet Adam steps per round.
+        prefs_per_step: preferences sampled from Dirichlet(1, 1) per step.
+        beta: lower-confidence-bound weight (mean - beta * std of the GP on log KL).
+        lr: StratNet learning rate.
+        hidden: StratNet hidden width.
+        gp_iters: Adam iterations of GP marginal-likelihood fitting.
+        kernel: "matern" (Matern-5/2) or "rbf", both with one length-scale per block (ARD).
+        seed: seeds the initial design, preference sampling and StratNet initialisation.
+    """
+
+    space: str = "unstructured"
+    evals: int = 48
+    initial: int = 16
+    batch: int = 4
+    max_ratio: float = 0.9
+    min_sparsity: float = 0.1
+    max_sparsity: float = 0.8
+    steps: int = 400
+    prefs_per_step: int = 16
+    beta: float = 0.1
+    lr: float = 1e-3
+    hidden: int = 256
+    gp_iters: int = 150
+    kernel: str = "matern"
+    seed: int = 0

@@ -1,0 +1,159 @@
+"""The UniCuCo training loop: initial design, then rounds of (fit GP, train StratNet through it, evaluate
+StratNet's proposals truly) within an evaluation budget. Every true evaluation is checkpointed, so an
+interrupted fit resumes where it stopped."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+
+import torch
+from tqdm.auto import tqdm
+
+from headwise.compress import stratnet as sn
+from headwise.compress.calibration import Calibration, collect
+from headwise.compress.config import SPACES, CalibConfig, FitConfig
+from headwise.compress.depth import drop_top
+from headwise.compress.gp import GPSurrogate
+from headwise.compress.objectives import Evaluator
+from headwise.compress.strategy import fingerprint, project
+from headwise.errors import HeadwiseError
+from headwise.heads.layout import layout
+
+CALIB = "calibration.safetensors"
+STATE = "evals.json"
+
+
+def check_config(fit: FitConfig, calib: CalibConfig) -> None:
+    if fit.space not in SPACES:
+        raise HeadwiseError(f"unknown space {fit.space!r}; use one of {', '.join(SPACES)}.")
+    if fit.evals < 4 or not 2 <= fit.initial <= fit.evals or fit.batch < 1:
+        raise HeadwiseError("need evals >= 4, 2 <= initial <= evals and batch >= 1.")
+    if not 0 < fit.max_ratio <= 0.95 or not 0 <= fit.min_sparsity < fit.max_sparsity <= fit.max_ratio:
+        raise HeadwiseError("need 0 < max_ratio <= 0.95 and 0 <= min_sparsity < max_sparsity <= max_ratio.")
+    if calib.windows < 1 or calib.ppl_windows < 1 or calib.seq_len < 8:
+        raise HeadwiseError("need at least one calibration and one perplexity window of at least 8 tokens.")
+
+
+def calibration(model, tokenizer, config: CalibConfig, run=None) -> Calibration:
+    """Collected once per run directory and reused by every later step, resume included."""
+    path = run.path(CALIB) if run is not None else None
+    if path is not None and path.is_file():
+        return Calibration.load(path, layout(model).num_layers)
+    calib = collect(model, tokenizer, config)
+    if path is not None:
+        calib.save(path)
+    return calib
+
+
+def initial_design(fit: FitConfig, d: int) -> list[list[float]]:
+    """Strategies whose mean sparsities are spread evenly over [min_sparsity, max_sparsity], with random
+    per-block variation (unstructured) or random block subsets (depth)."""
+    g = torch.Generator().manual_seed(fit.seed)
+    targets = torch.linspace(fit.min_sparsity, fit.max_sparsity, fit.initial, dtype=torch.float64)
+    out = []
+    for i, s in enumerate(targets.tolist()):
+        noise = torch.rand(d, generator=g, dtype=torch.float64)
+        if fit.space == "depth":
+            out.append([float(v) for v in drop_top(noise, max(1, min(d - 1, round(s * d))))])
+        else:
+            # Every other point is uniform so the GP sees the baseline's line as well as varied profiles.
+            spread = 0.0 if i % 2 == 0 else 0.25
+            out.append(project(torch.full((d,), s, dtype=torch.float64) + spread * (noise - 0.5), "unstructured",
+                               target=s, upper=fit.max_ratio))
+    return out
+
+
+def _fit_models(x, kl, fit: FitConfig, d: int, round_idx: int, warm: dict | None):
+    y = [math.log(max(v, 1e-8)) for v in kl]
+    gp = GPSurrogate(fit.kernel, fit.gp_iters).fit(x, y)
+    torch.manual_seed(fit.seed + 1000 * round_idx)
+    net = sn.StratNet(d, fit.hidden, fit.max_ratio if fit.space == "unstructured" else 1.0)
+    if warm is not None:
+        net.load_state_dict(warm)
+    norm = sn.Normaliser(net.max_ratio, min(y), max(y))
+    gen = torch.Generator().manual_seed(fit.seed + 7 * round_idx + 1)
+    losses = sn.train(net, gp, norm, fit.steps, fit.prefs_per_step, fit.beta, fit.lr, gen)
+    return gp, net, losses
+
+
+def _proposals(net, fit: FitConfig, round_idx: int, seen: list[list[float]]) -> list[list[float]]:
+    """StratNet's strategies at evenly spaced preferences (offset every round), minus near-duplicates."""
+    offset = ((round_idx * 0.618034) % 1.0) / fit.batch
+    out = []
+    tries = 0
+    while len(out) < fit.batch and tries < 4 * fit.batch:
+        lam = min(max((tries % fit.batch) / fit.batch + offset + 0.013 * (tries // fit.batch), 0.0), 1.0)
+        tries += 1
+        with torch.no_grad():
+            x = net(torch.tensor([[lam, 1 - lam]], dtype=torch.float64))[0]
+        cand = project(x, fit.space, upper=fit.max_ratio)
+        if all(max(abs(a - b) for a, b in zip(cand, s)) > 0.01 for s in seen + out):
+            out.append(cand)
+    return out
+
+
+def fit(model, tokenizer, model_name: str, calib_cfg: CalibConfig, fit_cfg: FitConfig, run,
+        progress: bool = True) -> dict:
+    """Train a StratNet for `model`; writes stratnet.safetensors/json and evals.json into `run`'s directory."""
+    check_config(fit_cfg, calib_cfg)
+    t_start = time.perf_counter()
+    state = run.read_json(STATE) or {"x": [], "kl": [], "round": 0, "pending": None, "seconds": 0.0,
+                                    "calibration_seconds": None}
+    t0 = time.perf_counter()
+    calib = calibration(model, tokenizer, calib_cfg, run)
+    if state["calibration_seconds"] is None:
+        state["calibration_seconds"] = time.perf_counter() - t0
+    ev = Evaluator(model, calib, fit_cfg.space, calib_cfg.batch_size)
+    d = ev.num_blocks
+    bar = tqdm(total=fit_cfg.evals, initial=len(state["x"]), desc="true evaluations", disable=not progress)
+
+    def checkpoint():
+        state["seconds"] = state_seconds + (time.perf_counter() - t_start)
+        run.write_json(STATE, state)
+
+    state_seconds = state["seconds"]
+    if state["pending"] is None and not state["x"]:
+        state["pending"] = initial_design(fit_cfg, d)
+    if state.get("done"):
+        bar.close()
+        return state["summary"]
+    warm = None
+    if run.path(sn.WEIGHTS).is_file():
+        warm = sn.load(run.dir)[0].state_dict()
+    while True:
+        for cand in list(state["pending"] or []):
+            if len(state["x"]) >= fit_cfg.evals:
+                break
+            state["kl"].append(ev.kl(cand))
+            state["x"].append(cand)
+            state["pending"].remove(cand)
+            checkpoint()
+            bar.update(1)
+        state["pending"] = None
+        round_idx = state["round"]
+        gp, net, losses = _fit_models(state["x"], state["kl"], fit_cfg, d, round_idx, warm)
+        warm = net.state_dict()
+        meta = {"model": model_name, "fingerprint": fingerprint(model), "space": fit_cfg.space,
+                "calibration": asdict(calib_cfg), "fit": asdict(fit_cfg), "evaluations": len(state["x"]),
+                "round": round_idx, "preference": ["size", "quality"]}
+        sn.save(net, run.dir, meta)
+        state["round"] = round_idx + 1
+        if len(state["x"]) >= fit_cfg.evals:
+            checkpoint()
+            break
+        state["pending"] = _proposals(net, fit_cfg, round_idx, state["x"])
+        if not state["pending"]:  # StratNet repeats itself: nothing new to learn from within this budget
+            checkpoint()
+            break
+        checkpoint()
+    bar.close()
+    scales = sorted(gp.lengthscales())
+    state["summary"] = {"evaluations": len(state["x"]), "rounds": state["round"], "fit_seconds": state["seconds"],
+                        "calibration_seconds": state["calibration_seconds"],
+                        "final_loss": losses[-1] if losses else None,
+                        "gp_lengthscale_median": scales[len(scales) // 2], "stratnet": str(run.dir / sn.WEIGHTS)}
+    state["done"] = True
+    run.write_json(STATE, state)
+    return state["summary"]

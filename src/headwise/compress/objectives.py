@@ -1,0 +1,106 @@
+"""The two objectives of a strategy (size kept, KL from the dense model), their weighted Tchebycheff
+scalarisation, and `Evaluator`, which applies a strategy, measures it and restores the dense model."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+import torch
+
+from headwise.compress.calibration import Calibration
+from headwise.compress.config import SPACES
+from headwise.compress.depth import DepthPruner
+from headwise.compress.wanda import WandaPruner
+from headwise.errors import HeadwiseError
+from headwise.eval.perplexity import perplexity
+
+
+def size_kept(x: torch.Tensor) -> torch.Tensor:
+    """f1: the fraction of block weights kept, 1 - mean_i x_i (blocks of one model have equal size)."""
+    return 1.0 - x.mean(-1)
+
+
+def tchebycheff(f: torch.Tensor, pref: torch.Tensor, ideal: torch.Tensor, augment: float = 0.01) -> torch.Tensor:
+    """Weighted (augmented) Tchebycheff: max_i pref_i (f_i - z_i) + augment * sum_i pref_i (f_i - z_i).
+
+    The small augmentation breaks ties on flat parts of the max, so both objectives keep receiving gradient.
+    """
+    gap = pref * (f - ideal)
+    return gap.max(-1).values + augment * gap.sum(-1)
+
+
+@torch.no_grad()
+def mean_kl(model, ids: torch.Tensor, dense_logp: torch.Tensor, batch_size: int = 2) -> float:
+    """Mean over tokens of KL(dense || model) of the next-token distributions."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(ids), batch_size):
+        logits = model(input_ids=ids[start:start + batch_size].to(device), use_cache=False).logits
+        logq = torch.log_softmax(logits.float(), -1).cpu()
+        logp = dense_logp[start:start + batch_size]
+        kl = (logp.exp() * (logp - logq)).sum(-1)
+        total += kl.sum().item()
+        count += kl.numel()
+    return total / count
+
+
+class Evaluator:
+    """True evaluation of strategies on one model: apply, measure, restore.
+
+    Args:
+        model: the dense model; it is modified while a strategy is applied and restored afterwards.
+        calib: the cached calibration statistics.
+        space: "unstructured" (per-block Wanda ratios) or "depth" (0/1 per block, 1 = removed).
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2):
+        if space not in SPACES:
+            raise HeadwiseError(f"unknown space {space!r}; use one of {', '.join(SPACES)}.")
+        self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
+        self.pruner = WandaPruner(model, calib.norms) if space == "unstructured" else DepthPruner(model)
+        self.num_blocks = self.pruner.num_blocks
+        self.evaluations = 0
+        self.seconds = 0.0
+
+    def check(self, strategy) -> list[float]:
+        x = [float(v) for v in strategy]
+        if len(x) != self.num_blocks:
+            raise HeadwiseError(f"a strategy for this model needs {self.num_blocks} per-block values, got {len(x)}.")
+        if any(not math.isfinite(v) or v < 0 or v > 1 for v in x):
+            raise HeadwiseError("strategy values must lie in [0, 1].")
+        if self.space == "depth" and any(v not in (0.0, 1.0) for v in x):
+            raise HeadwiseError("a depth strategy must hold only 0 (keep) and 1 (remove).")
+        return x
+
+    @contextmanager
+    def applied(self, strategy):
+        """The model pruned to `strategy` inside the block; yields the achieved sparsity."""
+        x = self.check(strategy)
+        try:
+            yield self.pruner.apply(x)
+        finally:
+            self.pruner.restore()
+
+    def kl(self, strategy, windows: int | None = None) -> float:
+        """A true evaluation: KL on the first `windows` calibration windows (all when None)."""
+        t0 = time.perf_counter()
+        n = len(self.calib.ids) if windows is None else windows
+        with self.applied(strategy):
+            value = mean_kl(self.model, self.calib.ids[:n], self.calib.dense_logp[:n], self.batch_size)
+        self.evaluations += 1
+        self.seconds += time.perf_counter() - t0
+        return value
+
+    def measure_applied(self, ppl: bool = True) -> dict:
+        """KL and (optionally) test perplexity of the model as it is now."""
+        kl = mean_kl(self.model, self.calib.ids, self.calib.dense_logp, self.batch_size)
+        p = perplexity(self.model, self.calib.ppl_ids, self.batch_size) if ppl else None
+        return {"kl": kl, "ppl": p}
+
+    def measure(self, strategy, ppl: bool = True) -> dict:
+        """Achieved sparsity, KL and (optionally) test perplexity of one strategy."""
+        with self.applied(strategy) as sparsity:
+            return {"sparsity": sparsity, **self.measure_applied(ppl)}

@@ -1,0 +1,85 @@
+"""Serving: a request -> StratNet forward (plus bisection for target sparsities) -> feasible strategy -> prune,
+measure, optionally save. No search and no true evaluation happen per request."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from headwise.compress import stratnet as sn
+from headwise.compress.calibration import Calibration
+from headwise.compress.config import CalibConfig
+from headwise.compress.objectives import Evaluator
+from headwise.compress.strategy import fingerprint, preference_for_sparsity, project
+from headwise.errors import HeadwiseError
+
+
+class Server:
+    """A trained StratNet with what it was trained for (model fingerprint, space, calibration settings)."""
+
+    def __init__(self, directory: str | Path):
+        self.net, self.meta = sn.load(Path(directory))
+        self.space = self.meta["space"]
+        self.calib_config = CalibConfig(**self.meta["calibration"])
+
+    def check_model(self, model) -> None:
+        mine, theirs = self.meta["fingerprint"], fingerprint(model)
+        if mine != theirs:
+            raise HeadwiseError(f"this StratNet was trained for {self.meta['model']!r} "
+                                f"({mine['model_type']}, {mine['num_layers']} layers), not for the model given.")
+
+    @torch.no_grad()
+    def strategy(self, request: dict) -> tuple[list[float], list[float]]:
+        """(strategy, preference used) for a checked request (see strategy.read_requests)."""
+        if "sparsity" in request:
+            pref = preference_for_sparsity(self.net, request["sparsity"])
+            target = request["sparsity"]
+        else:
+            pref, target = tuple(request["preference"]), None
+        x = self.net(torch.tensor([pref], dtype=torch.float64))[0]
+        return project(x, self.space, target, upper=self.net.max_ratio), [round(v, 6) for v in pref]
+
+
+def save_pruned(model, tokenizer, directory: Path) -> None:
+    """save_pretrained of the model as it is now (pruned), with its tokenizer, as safetensors."""
+    model.save_pretrained(str(directory), safe_serialization=True)
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(directory))
+
+
+def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibration, run, save: bool = False,
+          ppl: bool = True, progress: bool = True) -> list[dict]:
+    """Answer every request; results.jsonl in `run` gets one line per request (resumable: answered ids are kept)."""
+    from tqdm.auto import tqdm
+
+    server.check_model(model)
+    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size)
+    path = run.path("results.jsonl")
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done[row["id"]] = row
+    rows = []
+    for req in tqdm(requests, desc="requests", disable=not progress):
+        if req["id"] in done and (not save or (run.dir / req["id"] / "config.json").is_file()):
+            rows.append(done[req["id"]])
+            continue
+        t0 = time.perf_counter()
+        strategy, pref = server.strategy(req)
+        with ev.applied(strategy) as sparsity:
+            t_apply = time.perf_counter() - t0
+            m = ev.measure_applied(ppl)
+            if save:
+                save_pruned(model, tokenizer, run.dir / req["id"])
+        row = {"id": req["id"], "request": {k: v for k, v in req.items() if k != "id"}, "preference_used": pref, "strategy": strategy, "sparsity": sparsity, **m,
+               "seconds_to_strategy_and_prune": t_apply}
+        rows.append(row)
+        done[req["id"]] = row
+        from headwise.runs import atomic_write
+
+        atomic_write(path, "".join(json.dumps(done[r["id"]]) + "\n" for r in rows))
+    return rows

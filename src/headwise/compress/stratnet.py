@@ -1,0 +1,100 @@
+"""StratNet: a small MLP from a preference (lambda_size, lambda_quality) to a per-block strategy, trained by
+gradient through the GP posterior under weighted Tchebycheff scalarisation (PSL-MOBO's Pareto-set model)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from headwise.compress.gp import GPSurrogate
+from headwise.compress.objectives import size_kept, tchebycheff
+from headwise.errors import HeadwiseError
+
+WEIGHTS = "stratnet.safetensors"
+META = "stratnet.json"
+
+
+class StratNet(nn.Module):
+    """lambda in the 2-simplex -> x in (0, max_ratio)^d through Linear-ReLU-Linear-ReLU-Linear-sigmoid."""
+
+    def __init__(self, num_blocks: int, hidden: int = 256, max_ratio: float = 0.9):
+        super().__init__()
+        self.num_blocks, self.hidden, self.max_ratio = num_blocks, hidden, max_ratio
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, num_blocks))
+
+    def forward(self, pref: torch.Tensor) -> torch.Tensor:
+        return self.max_ratio * torch.sigmoid(self.net(pref.to(self.net[0].weight.dtype)))
+
+
+@dataclass
+class Normaliser:
+    """Maps (size kept, log KL) onto comparable [0, 1] scales before scalarising.
+
+    Size kept lies in [1 - max_ratio, 1]; log KL is scaled by the range observed in the true evaluations.
+    """
+
+    max_ratio: float
+    y_lo: float
+    y_hi: float
+
+    def __call__(self, size: torch.Tensor, log_kl: torch.Tensor) -> torch.Tensor:
+        f1 = (size - (1.0 - self.max_ratio)) / self.max_ratio
+        f2 = (log_kl - self.y_lo) / max(self.y_hi - self.y_lo, 1e-9)
+        return torch.stack([f1, f2], -1)
+
+
+IDEAL = torch.tensor([-0.1, -0.1], dtype=torch.float64)  # PSL-MOBO: ideal point 0.1 below the normalised best
+
+
+def train(net: StratNet, gp: GPSurrogate, norm: Normaliser, steps: int, prefs_per_step: int, beta: float,
+          lr: float, generator: torch.Generator) -> list[float]:
+    """Minimise E_lambda g_tch(h(lambda) | lambda) with f2 = the GP's lower confidence bound of log KL."""
+    net.double().train()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        # lambda_size ~ U(0, 1) is Dirichlet(1, 1) on the 2-simplex, drawn from a seeded generator.
+        u = torch.rand(prefs_per_step, 1, generator=generator, dtype=torch.float64)
+        pref = torch.cat([u, 1 - u], -1)
+        x = net(pref)
+        mean, std = gp.posterior(x)
+        f = norm(size_kept(x), mean - beta * std)
+        loss = tchebycheff(f, pref, IDEAL).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    net.eval()
+    return losses
+
+
+def save(net: StratNet, directory: Path, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    from headwise.runs import atomic_write
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file({k: v.detach().float().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    atomic_write(directory / WEIGHTS, tmp.read_bytes())
+    tmp.unlink()
+    full = {**meta, "num_blocks": net.num_blocks, "hidden": net.hidden, "max_ratio": net.max_ratio}
+    atomic_write(directory / META, json.dumps(full, indent=2) + "\n")
+
+
+def load(directory: Path) -> tuple[StratNet, dict]:
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
+        raise HeadwiseError(f"{directory} holds no StratNet ({WEIGHTS} and {META}); train one with `headwise compress fit`.")
+    meta = json.loads((directory / META).read_text())
+    net = StratNet(meta["num_blocks"], meta["hidden"], meta["max_ratio"])
+    net.load_state_dict(load_file(str(directory / WEIGHTS)))
+    return net.double().eval(), meta

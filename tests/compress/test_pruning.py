@@ -1,0 +1,116 @@
+"""Wanda masks, per-block sparsity, exact restore and depth pruning on tiny models."""
+
+import pytest
+import torch
+
+from headwise.compress.calibration import block_linears
+from headwise.compress.depth import DepthPruner
+from headwise.compress.objectives import Evaluator, mean_kl, tchebycheff
+from headwise.compress.wanda import WandaPruner
+from headwise.errors import HeadwiseError
+from headwise.testing import tiny_model
+
+
+def reference_wanda_mask(weight_out_in, inputs, ratio):
+    """Wanda as in locuslab/wanda: metric |W| * sqrt(sum of squared inputs), per-row sort, prune the lowest."""
+    metric = weight_out_in.abs() * inputs.pow(2).sum(0).sqrt()[None, :]
+    k = int(round(ratio * metric.shape[1]))
+    mask = torch.zeros_like(metric, dtype=torch.bool)
+    mask.scatter_(1, torch.sort(metric, dim=-1, stable=True)[1][:, :k], True)
+    return mask
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "opt"])
+def test_wanda_masks_match_an_independent_computation(family, calibrate):
+    model, calib = calibrate(family)
+    # Record each linear's inputs on the dense model independently of the calibration hooks.
+    inputs, handles = {}, []
+    for b, linears in enumerate(block_linears(model)):
+        for name, mod in linears:
+            handles.append(mod.register_forward_pre_hook(
+                lambda m, a, key=(b, name): inputs.setdefault(key, []).append(a[0].reshape(-1, a[0].shape[-1]))))
+    with torch.no_grad():
+        model(input_ids=calib.ids, use_cache=False)
+    for h in handles:
+        h.remove()
+    dense = {k: (m.weight.t() if type(m).__name__ == "Conv1D" else m.weight).detach().clone()
+             for k, m in ((( b, n), m) for b, ls in enumerate(block_linears(model)) for n, m in ls)}
+    pruner = WandaPruner(model, calib.norms)
+    ratios = [0.3, 0.6]
+    pruner.apply(ratios)
+    for b, linears in enumerate(block_linears(model)):
+        for name, mod in linears:
+            w = mod.weight.t() if type(mod).__name__ == "Conv1D" else mod.weight
+            expected = reference_wanda_mask(dense[(b, name)], torch.cat(inputs[(b, name)]), ratios[b])
+            pruned = (w == 0) & (dense[(b, name)] != 0)
+            assert torch.equal(pruned, expected), (family, b, name)
+
+
+def test_per_block_sparsity_is_the_requested_ratio_to_one_weight_per_row(tiny_llama):
+    model, calib = tiny_llama
+    pruner = WandaPruner(model, calib.norms)
+    ratios = [0.37, 0.81]
+    achieved = pruner.apply(ratios)
+    for b, linears in enumerate(block_linears(model)):
+        for _, mod in linears:
+            zeros_per_row = (mod.weight == 0).sum(1).float()
+            assert ((zeros_per_row - ratios[b] * mod.weight.shape[1]).abs() <= 1).all()
+    assert abs(achieved - sum(ratios) / 2) < 0.02
+
+
+def test_apply_then_restore_gives_the_dense_weights_back_exactly(tiny_llama):
+    model, calib = tiny_llama
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruner = WandaPruner(model, calib.norms)
+    pruner.apply([0.5, 0.9])
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    pruner.apply([0.2, 0.9])  # only the changed block is re-masked
+    pruner.restore()
+    for k, v in model.state_dict().items():
+        assert torch.equal(before[k], v), k
+
+
+def test_kl_is_zero_for_the_dense_model_and_grows_with_sparsity(tiny_llama):
+    model, calib = tiny_llama
+    ev = Evaluator(model, calib, "unstructured")
+    assert ev.kl([0.0, 0.0]) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < ev.kl([0.3, 0.3]) < ev.kl([0.9, 0.9])
+    assert mean_kl(model, calib.ids, calib.dense_logp) == pytest.approx(0.0, abs=1e-6)  # restored
+
+
+def test_wrong_length_strategy_is_refused(tiny_llama):
+    model, calib = tiny_llama
+    ev = Evaluator(model, calib, "unstructured")
+    with pytest.raises(HeadwiseError, match="needs 2 per-block values"):
+        ev.kl([0.5, 0.5, 0.5])
+    with pytest.raises(HeadwiseError, match="lie in"):
+        ev.kl([0.5, 1.5])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma3_text"])
+def test_depth_pruned_model_generates_with_kv_cache(family):
+    model = tiny_model(family)
+    # Four blocks so that removing some leaves a renumbered stack.
+    cfg = model.config
+    cfg_dict = cfg.to_dict()
+    n_key = "n_layer" if family == "gpt2" else "num_hidden_layers"
+    cfg_dict[n_key] = 4
+    cfg_dict.pop("layer_types", None)
+    torch.manual_seed(0)
+    model = type(model)(type(cfg).from_dict(cfg_dict)).eval()
+    pruner = DepthPruner(model)
+    pruner.apply([0, 1, 0, 1])
+    ids = torch.randint(3, 100, (1, 6))
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, use_cache=True)
+        slow = model.generate(ids, max_new_tokens=5, do_sample=False, use_cache=False)
+    assert out.shape[1] == 11
+    assert torch.equal(out, slow)  # a cache indexed by the wrong layer would change the continuation
+    pruner.restore()
+    assert model.config.get_text_config().num_hidden_layers == 4
+
+
+def test_tchebycheff_takes_the_weighted_worst_objective():
+    f = torch.tensor([[0.2, 0.8]])
+    value = tchebycheff(f, torch.tensor([[0.5, 0.5]]), torch.zeros(2), augment=0.0)
+    assert value.item() == pytest.approx(0.4)
