@@ -1,0 +1,142 @@
+"""`headwise cl`: continual fine-tuning (SeqFT, Replay, DER++, SEEKR) over a task sequence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load
+from headwise.errors import HeadwiseError
+
+app = typer.Typer(help="Continual fine-tuning with replay and SEEKR's selective attention distillation.",
+                  no_args_is_help=True)
+
+
+def load_benchmark(spec: str, order: str, run_dir: Path, wiki_train: int = 200, wiki_test: int = 50):
+    """wiki (built offline into RUN_DIR/data), trace:DIR or superni:DIR."""
+    from headwise.cl import data, wiki
+
+    if spec == "wiki":
+        return data.load_trace(wiki.build(run_dir / "data", train=wiki_train, test=wiki_test), order)
+    kind, _, path = spec.partition(":")
+    if kind == "trace" and path:
+        return data.load_trace(path, order)
+    if kind == "superni" and path:
+        return data.load_superni(path, order)
+    raise HeadwiseError(f"unknown benchmark {spec!r}; use wiki, trace:DIR or superni:DIR.")
+
+
+def run_cl(model: str, benchmark: str, out: str, config, order: str = "1", tasks: int = 0, wiki_train: int = 200,
+           wiki_test: int = 50, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
+           log=typer.echo) -> dict:
+    from headwise.cl.trainer import Continual
+    from headwise.eval.runner import process_state
+    from headwise.runs import Run
+
+    settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
+                "wiki_test": wiki_test, "dtype": dtype, **config.to_dict()}
+    run = Run(out, "cl run", settings)
+    seq = load_benchmark(benchmark, order, run.dir, wiki_train, wiki_test)
+    if tasks:
+        if tasks > len(seq):
+            raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
+        seq = seq[:tasks]
+    m, tok = load(model, dtype, device, trust_remote_code)
+    state = process_state()
+    accelerator = None
+    if state.num_processes > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not __import__("torch").cuda.is_available())
+    return Continual(m, tok, seq, config, run, accelerator=accelerator, log=log).fit()
+
+
+@app.command()
+def run(
+    model: str = MODEL,
+    benchmark: str = typer.Option("wiki", help="wiki (offline Wikipedia tasks), trace:DIR or superni:DIR."),
+    method: str = typer.Option("seekr", help="seqft, replay, derpp or seekr."),
+    replay: float = typer.Option(0.01, help="Replay ratio in (0, 1], or a whole count of samples per task."),
+    order: str = typer.Option("1", help="Task order, from the benchmark's orders.json (or TRACE/SuperNI's)."),
+    tasks: int = typer.Option(0, help="Use only the first N tasks of the order (0: all)."),
+    epochs: str = typer.Option("1", help="Epochs per task: one number, or one per task like 5,5,10."),
+    batch_size: int = typer.Option(2, help="Sequences per micro-step (split over processes)."),
+    grad_accum: int = typer.Option(1, help="Micro-steps per optimizer step."),
+    lr: float = typer.Option(1e-5, help="Learning rate (AdamW, constant)."),
+    seed: int = typer.Option(1234, help="Seed of data order, replay sampling and query rows."),
+    layer_budget: float = typer.Option(0.75, help="Layers kept: a fraction < 1 or a count."),
+    head_budget: float = typer.Option(0.125, help="Heads kept: a fraction < 1 of all heads or a count."),
+    query_budget: int = typer.Option(32, help="Query rows per sample for distillation (0: all)."),
+    logit_topk: int = typer.Option(64, help="Teacher logits kept per position (0: full vocabulary)."),
+    lam: float = typer.Option(1000.0, help="Attention-distillation weight."),
+    alpha: float = typer.Option(0.5, help="Logit-distillation weight on replay steps."),
+    faithful: bool = typer.Option(False, "--faithful", help="Reproduce the original code's choices (design doc §11)."),
+    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters instead of all weights."),
+    max_len: int = typer.Option(256, help="Longest training sequence in tokens (cut from the left)."),
+    eval_max: int = typer.Option(0, help="Test items per task (0: all)."),
+    checkpoint_every: int = typer.Option(50, help="Micro-steps between mid-task checkpoints."),
+    wiki_train: int = typer.Option(200, help="wiki benchmark: training items per task."),
+    wiki_test: int = typer.Option(50, help="wiki benchmark: test items per task."),
+    out: str = typer.Option(..., help="Run directory; rerun with the same one to resume."),
+    dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
+) -> None:
+    """Learn the tasks in order, evaluate after each, and write RUN_DIR/results.json (matrix, OP, BWT, FWT)."""
+    from headwise.cl.config import CLConfig
+    from headwise.cli.common import int_list
+
+    ep = int_list(epochs, "--epochs")
+    config = CLConfig(method=method, replay=replay, epochs=ep[0] if len(ep) == 1 else ep, batch_size=batch_size,
+                      grad_accum=grad_accum, lr=lr, seed=seed, layer_budget=layer_budget, head_budget=head_budget,
+                      query_budget=query_budget, logit_topk=logit_topk, lam=lam, alpha=alpha, faithful=faithful,
+                      lora=lora, max_len=max_len, eval_max=eval_max, checkpoint_every=checkpoint_every)
+    result = run_cl(model, benchmark, out, config, order, tasks, wiki_train, wiki_test, dtype, device,
+                    trust_remote_code, log=(lambda s: None) if as_json else typer.echo)
+    emit(result, as_json, summary(result, out))
+
+
+def summary(result: dict, out: str | Path) -> str:
+    names = result["tasks"]
+    w = max(8, *(len(n) for n in names))
+    lines = [f"{result['method']}: score on each task (columns) after learning each task (rows)",
+             " " * (w + 2) + " ".join(f"{n[:w]:>{w}}" for n in names)]
+    if result.get("base"):
+        lines.append(f"{'base':>{w}}  " + " ".join(f"{x:>{w}.3f}" for x in result["base"]))
+    for name, row in zip(names, result["matrix"]):
+        lines.append(f"{name[:w]:>{w}}  " + " ".join(f"{x:>{w}.3f}" for x in row))
+    if result.get("op") is not None:
+        lines.append(f"OP {result['op']:.4f}   BWT {result['bwt']:+.4f} (1/(T-1))   BWT {result['bwt_paper']:+.4f} "
+                     f"(paper, 1/T)   FWT {result['fwt']:+.4f}")
+    else:
+        lines.append(f"incomplete: {len(result['matrix'])} of {len(names)} tasks learned")
+    lines.append(f"results: {Path(out) / 'results.json'}")
+    return "\n".join(lines)
+
+
+@app.command()
+def report(run_dir: str = typer.Argument(..., help="A run directory written by `headwise cl run`."),
+           as_json: bool = JSON) -> None:
+    """Print the accuracy matrix and OP/BWT/FWT of a (finished or partial) run."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise HeadwiseError(f"{run_dir} holds no results.json; is it a `headwise cl run` directory?")
+    try:
+        result = json.loads(path.read_text())
+        summary_text = summary(result, run_dir)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise HeadwiseError(f"{path} is not a `headwise cl run` result ({err}).") from err
+    emit(result, as_json, summary_text)
+
+
+def demo(out: Path) -> str:
+    """A 2-task SEEKR mini-run of SmolLM2 on the offline Wikipedia tasks (about 2 minutes on 2 cores)."""
+    from headwise.cl.config import CLConfig
+
+    config = CLConfig(method="seekr", replay=0.1, epochs=1, batch_size=4, lr=5e-5, eval_max=16, max_len=128,
+                      max_new_tokens=8, eval_batch_size=16, checkpoint_every=1000)
+    result = run_cl("smollm2", "wiki", str(Path(out)), config, order="1", tasks=2, wiki_train=40, wiki_test=16,
+                    log=lambda s: None)
+    heads = result["heads"].get(result["tasks"][0], {})
+    chosen = ", ".join(f"L{l}:{hs}" for l, hs in heads.items())
+    return summary(result, out) + f"\nheads distilled for task {result['tasks'][0]}: {chosen}"

@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from headwise.cl import scoring
+from headwise.cl.data import collate, encode, load_superni, load_trace
+from headwise.errors import HeadwiseError
+
+from conftest import write_trace
+
+
+def test_trace_loader_and_order_file(tmp_path):
+    root = write_trace(tmp_path / "b", tasks=("x", "y", "z"))
+    assert [t.name for t in load_trace(root)] == ["x", "y", "z"]
+    (root / "orders.json").write_text(json.dumps({"1": ["z", "x", "y"], "2": ["y", "z", "x"]}))
+    (root / "metrics.json").write_text(json.dumps({"x": "rouge_l"}))
+    tasks = load_trace(root, "2")
+    assert [t.name for t in tasks] == ["y", "z", "x"] and tasks[2].metric == "rouge_l" and tasks[0].metric == "accuracy"
+    with pytest.raises(HeadwiseError, match="order 3"):
+        load_trace(root, "3")
+
+
+def test_malformed_task_file_names_the_file_and_line(tmp_path):
+    root = write_trace(tmp_path / "b")
+    bad = root / "b" / "train.json"
+    bad.write_text('[\n {"prompt": "p", "answer": "a"},\n {"prompt": "p" "answer": "a"}\n]')
+    with pytest.raises(HeadwiseError, match=r"b/train.json line 3: malformed JSON"):
+        load_trace(root)
+    bad.write_text('[\n {"prompt": "p", "answer": "a"},\n\n {"prompt": "p"}\n]')
+    with pytest.raises(HeadwiseError, match=r"b/train.json line 4: item 1 needs"):
+        load_trace(root)
+    bad.write_text("[]")
+    with pytest.raises(HeadwiseError, match="task b .* has no train items"):
+        load_trace(root)
+    bad.unlink()
+    with pytest.raises(HeadwiseError, match=r"task file .*b/train.json is missing"):
+        load_trace(root)
+
+
+def test_superni_layout(tmp_path):
+    inst = [{"id": f"t363-{i}", "input": f"text {i}", "output": ["positive" if i % 2 else "negative"]} for i in range(60)]
+    (tmp_path / "task363_sst2.json").write_text(json.dumps({"Definition": ["Say the sentiment."], "Instances": inst}))
+    (tmp_path / "task073_csqa.json").write_text(json.dumps({"Definition": ["Answer."], "Instances": inst}))
+    tasks = load_superni(tmp_path)
+    assert [t.name for t in tasks] == ["task073", "task363"]
+    assert tasks[1].metric == "accuracy" and tasks[0].metric == "rouge_l"
+    assert sum(len(t.train) + len(t.eval) + len(t.test) for t in tasks[:1]) == 60
+    assert tasks[0].train[0]["prompt"].startswith("Answer.\n\nInput: text")
+
+
+def test_encode_masks_the_prompt_and_collate_left_pads(tok):
+    ids, labels = encode(tok, {"prompt": "ab", "answer": "c"}, 16)
+    assert labels == [-100, -100, ids[2], 2] and ids[-1] == 2
+    ids2, labels2 = encode(tok, {"prompt": "abcdefgh", "answer": "c"}, 4)  # cut from the left
+    assert len(ids2) == 4 and labels2[-2:] == [ids[2], 2]
+    b = collate([(ids, labels), (ids2[:3], labels2[:3])], pad=0)
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]
+    assert b["position_ids"][1].tolist() == [0, 0, 1, 2]
+    assert torch.equal(b["labels"][1, :1], torch.tensor([-100]))
+
+
+def test_task_metrics():
+    assert scoring.accuracy(" History.\nmore", "history") == 1.0
+    assert scoring.first_char("B. hawkish", "B") == 1.0
+    assert scoring.rouge_l("the cat sat", "the cat sat") == 1.0
+    assert scoring.rouge_l("the cat", "the cat sat down") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert scoring.edit_similarity("abcd", "abce") == pytest.approx(0.75)
+    perfect = scoring.sari("the cat sat", "the cat sat", "the big cat sat down")
+    assert perfect > scoring.sari("the big cat sat down", "the cat sat", "the big cat sat down")
+
+
+def cli(*args, cwd=None):
+    code = "import sys; from headwise.cli.common import fail; from headwise.cli.cl import app\n" \
+           "from headwise.errors import HeadwiseError\n" \
+           "try:\n    app(sys.argv[1:], standalone_mode=False)\nexcept HeadwiseError as e:\n    fail(str(e))\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_cli_bad_input_exits_2_with_one_sentence(tmp_path, trace_dir):
+    p = cli("run", "--model", "smollm2", "--benchmark", f"trace:{tmp_path / 'nope'}", "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    p = cli("run", "--model", "smollm2", "--benchmark", f"trace:{trace_dir}", "--replay", "1.5", "--out", str(tmp_path / "r2"))
+    assert p.returncode == 2 and "replay must be a ratio" in p.stderr
+    p = cli("report", str(tmp_path))
+    assert p.returncode == 2 and "no results.json" in p.stderr
+
+
+def test_cli_report_prints_the_matrix(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"tasks": ["a", "b"], "method": "seekr", "base": [0.1, 0.2],
+                                                        "matrix": [[0.5, 0.3], [0.4, 0.6]], "op": 0.5, "bwt": -0.1,
+                                                        "bwt_paper": -0.05, "fwt": 0.1}))
+    p = cli("report", str(tmp_path))
+    assert p.returncode == 0 and "OP 0.5000" in p.stdout and "BWT -0.1000 (1/(T-1))" in p.stdout
