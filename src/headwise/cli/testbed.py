@@ -39,3 +39,37 @@ def train(out: str = typer.Option(..., help="Run directory; rerun with the same 
                       progress=not as_json)
     emit(result, as_json, f"weights: {result['weights']} ({result['bytes'] / 1e6:.1f} MB); copy them to "
                           "src/headwise/testbed/shipped/ to make them the default emoji-llava.")
+
+
+@app.command()
+def evaluate(out: str = typer.Option(..., help="Run directory (one sub-run per seed, method and task; resumable)."),
+             model: str = typer.Option("emoji-llava", "--model", "-m", help="Vision-language model to evaluate."),
+             n: int = typer.Option(200, help="Scenes per seed."),
+             seeds: str = typer.Option("0,1,2", help="Scene streams, e.g. 0,1,2 (below 1000: test streams)."),
+             methods: str = typer.Option("greedy,vhr,vcd,pai", help="Decoding methods to compare."),
+             splits: str = typer.Option("random,popular,adversarial", help="POPE splits."),
+             alpha: float = typer.Option(2.0, help="VHR scale (> 0)."),
+             layers: str = typer.Option(None, help="VHR layers, e.g. 1,17-29; default 1 plus the last 14/32."),
+             max_new_tokens: int = typer.Option(64, help="Caption length cap."),
+             as_json: bool = JSON) -> None:
+    """CHAIR and POPE for each method on the same scenes, mean +- std over seeds; writes table.md."""
+    from headwise.cli.common import int_list
+    from headwise.errors import HeadwiseError
+    from headwise.testbed.dataset import POPE_SPLITS
+    from headwise.testbed.evaluate import TableConfig, evaluate as do_evaluate
+    from headwise.vhr import METHODS
+    from headwise.vhr.core import check_alpha
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    split_list = [s.strip() for s in splits.split(",") if s.strip()]
+    for m in method_list:
+        if m not in METHODS:
+            raise HeadwiseError(f"unknown method {m!r}; choose from {', '.join(METHODS)}.")
+    for s in split_list:
+        if s not in POPE_SPLITS:
+            raise HeadwiseError(f"unknown POPE split {s!r}; choose from {', '.join(POPE_SPLITS)}.")
+    check_alpha(alpha)
+    cfg = TableConfig(model=model, n=n, seeds=int_list(seeds, "--seeds") or [0], methods=method_list,
+                      splits=split_list, max_new_tokens=max_new_tokens, alpha=alpha, layers=int_list(layers, "--layers"))
+    result = do_evaluate(out, cfg)
+    emit(result["table"], as_json, result["markdown"])

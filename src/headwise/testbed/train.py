@@ -52,7 +52,12 @@ class TrainConfig:
 
 
 def _pixels(proc, images) -> torch.Tensor:
-    return proc.image_processor(images, return_tensors="pt")["pixel_values"]
+    """What the processor computes for scenes already at the model's size (no resize or crop), without PIL round trips."""
+    ip = proc.image_processor
+    x = torch.from_numpy(np.stack([np.asarray(img, dtype=np.float32) for img in images])).permute(0, 3, 1, 2)
+    mean = torch.tensor(ip.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(ip.image_std).view(1, 3, 1, 1)
+    return (x * ip.rescale_factor - mean) / std
 
 
 def _scene(step: int, i: int, batch: int, stream: int):

@@ -1,0 +1,89 @@
+"""The testbed table: CHAIR and POPE for several decoding methods over several scene seeds, mean +- std.
+
+Every (seed, method, task) is its own resumable run directory under OUT, so an interrupted table
+continues where it stopped; every method sees the same scenes of a seed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headwise.eval.vlm import DecodeConfig, run_chair, run_pope
+from headwise.runs import Run, atomic_write
+from headwise.testbed.dataset import POPE_SPLITS, make
+
+
+@dataclass
+class TableConfig:
+    """Settings of `headwise testbed evaluate`.
+
+    Args:
+        n: scenes per seed. seeds: scene streams (test streams: below 1000). methods: decoding methods.
+        splits: POPE splits to score. max_new_tokens: caption cap (answers get 8).
+        alpha, layers: VHR settings. batch_size: images per generate() call for POPE answers.
+    """
+
+    model: str = "emoji-llava"
+    n: int = 200
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: ["greedy", "vhr", "vcd", "pai"])
+    splits: list[str] = field(default_factory=lambda: list(POPE_SPLITS))
+    max_new_tokens: int = 64
+    alpha: float = 2.0
+    layers: list[int] | None = None
+    batch_size: int = 6
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> dict:
+    from headwise.models import load_model
+
+    out = Path(out)
+    table_run = Run(out, "testbed evaluate", cfg.__dict__)
+    if model is None:
+        model, processor = load_model(cfg.model)
+    rows: dict[str, dict[str, list[float]]] = {m: {} for m in cfg.methods}
+    for seed in cfg.seeds:
+        bench = out / f"scenes-seed{seed}"
+        if not (bench / "scenes.jsonl").is_file():
+            make(bench, n=cfg.n, seed=seed, progress=False)
+        for method in cfg.methods:
+            caption = DecodeConfig(method=method, alpha=cfg.alpha, layers=cfg.layers, max_new_tokens=cfg.max_new_tokens,
+                                   seed=seed)
+            run = Run(out / f"seed{seed}-{method}-chair", "eval chair",
+                      {"model": cfg.model, "n": cfg.n, "decode": caption.__dict__})
+            c = run_chair(model, processor, bench / "images", bench / "annotations", cfg.n, caption, run)
+            row = rows[method]
+            for key in ("chair_s", "chair_i", "recall", "len"):
+                row.setdefault(key, []).append(c["metrics"][key])
+            row.setdefault("seconds_per_caption", []).append(c["seconds_per_sample"])
+            answer = DecodeConfig(method=method, alpha=cfg.alpha, layers=cfg.layers, max_new_tokens=8, seed=seed,
+                                  batch_size=cfg.batch_size)
+            for split in cfg.splits:
+                run = Run(out / f"seed{seed}-{method}-pope-{split}", "eval pope",
+                          {"model": cfg.model, "decode": answer.__dict__})
+                p = run_pope(model, processor, bench / f"pope_{split}.jsonl", bench / "images", answer, run)
+                for key in ("f1", "accuracy", "yes_ratio"):
+                    row.setdefault(f"pope_{split}_{key}", []).append(p["metrics"][key])
+    summary = {m: {k: _mean_std(v) for k, v in row.items()} for m, row in rows.items()}
+    result = {"table": summary, "markdown": markdown(summary, cfg)}
+    atomic_write(out / "table.md", result["markdown"] + "\n")
+    table_run.finish(result)
+    return result
+
+
+def markdown(summary: dict, cfg: TableConfig) -> str:
+    cols = ["chair_s", "chair_i", "recall"] + [f"pope_{s}_f1" for s in cfg.splits]
+    head = ["method", "CHAIR_S", "CHAIR_I", "recall"] + [f"POPE {s} F1" for s in cfg.splits] + ["s / caption"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, row in summary.items():
+        cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" for c in cols]
+        cells.append(f"{row['seconds_per_caption']['mean']:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
