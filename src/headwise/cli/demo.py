@@ -1,4 +1,4 @@
-"""`headwise demo`: what the library does, on the offline SmolLM2, in a few minutes on a CPU."""
+"""`headwise demo`: what the library does, on the offline models, in a few minutes on a CPU."""
 
 from __future__ import annotations
 
@@ -10,8 +10,17 @@ import typer
 def run_demo(out: str, windows: int, seq_len: int) -> None:
     from headwise.cli.heads import run_scan, scan_summary
     from headwise.heads.scan import ScanConfig
+    from headwise.testbed.model import shipped_weights
 
+    out = Path(out)
     typer.echo("== heads: which of SmolLM2's 270 heads matter for Wikipedia text? (ablation scan)")
-    result = run_scan("smollm2", ScanConfig(seq_len=seq_len, windows=windows, batch_size=8),
-                      str(Path(out) / "heads-scan"))
+    result = run_scan("smollm2", ScanConfig(seq_len=seq_len, windows=windows, batch_size=8), str(out / "heads-scan"))
     typer.echo(scan_summary(result, top=10))
+
+    typer.echo("\n== VHR: emoji-llava describes 30 test scenes with greedy and with VHR decoding (CHAIR, POPE)")
+    if shipped_weights().is_file():
+        from headwise.testbed.demo import run_vhr_demo
+
+        typer.echo(run_vhr_demo(out / "vhr"))
+    else:
+        typer.echo(f"skipped: {shipped_weights()} is not there; train it with `headwise testbed train`.")
