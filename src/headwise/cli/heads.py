@@ -67,7 +67,7 @@ def run_scan(model: str, config, out: str | None, dtype="auto", device=None, tru
 
 def scan_summary(result: dict, top: int) -> str:
     lines = [f"baseline perplexity {result['baseline_ppl']:.3f} on {result['scan']['tokens']} tokens",
-             f"most important heads (perplexity increase when ablated):"]
+             "most important heads (perplexity increase when ablated):"]
     for t in result["top_heads"][:top]:
         lines.append(f"  layer {t['layer']:2d} head {t['head']:2d}  +{t['ppl_increase']:.3f}")
     lines += [f"results: {result['run_dir']}/results.json", f"plot:    {result['plot']}"]

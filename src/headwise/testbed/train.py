@@ -8,7 +8,6 @@ only on the step, so a resumed run trains on exactly what an uninterrupted one w
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from headwise.runs import Run, atomic_write
+from headwise.runs import Run
 from headwise.testbed import model as tbm
 from headwise.testbed.dataset import noun_phrase, target_caption
 from headwise.testbed.scenes import categories, render, sample_scene, world
@@ -40,10 +39,10 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (both stages).
     """
 
-    vision_steps: int = 800
+    vision_steps: int = 400
     vision_batch: int = 64
     vision_lr: float = 1e-3
-    caption_steps: int = 450
+    caption_steps: int = 300
     caption_batch: int = 8
     caption_lr: float = 5e-4
     qa_fraction: float = 0.3
