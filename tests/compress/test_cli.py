@@ -1,0 +1,61 @@
+"""`headwise compress` commands: bad input is one HeadwiseError sentence (exit 2 once wired into main)."""
+
+import pytest
+from typer.testing import CliRunner
+
+from headwise.cli.compress import app
+from headwise.compress.config import CalibConfig, FitConfig
+from headwise.compress.fit import fit
+from headwise.errors import HeadwiseError
+from headwise.runs import Run
+from headwise.testing import ByteTokenizer, tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_stratnet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sn")
+    text = d / "t.txt"
+    text.write_text("Calibration text for a tiny model, repeated. " * 40)
+    cc = CalibConfig(data=str(text), seq_len=32, windows=2, ppl_windows=2)
+    fc = FitConfig(evals=6, initial=4, batch=2, steps=10, gp_iters=10)
+    fit(tiny_model("llama"), ByteTokenizer(), "tiny-llama", cc, fc, Run(d / "fit", "compress fit", {}), progress=False)
+    return d / "fit"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"preference": [-0.5, 1.5]}', "non-negative"),
+    ('{"preference": [0.5, 0.7]}', "sum to 1"),
+    ('{"sparsity": 0.97}', "sparsity must lie in [0, 0.95]"),
+    ('{"sparsity": -0.1}', "sparsity must lie in [0, 0.95]"),
+])
+def test_serve_refuses_bad_requests(tiny_stratnet, tmp_path, line, message):
+    req = tmp_path / "r.jsonl"
+    req.write_text(line + "\n")
+    result = invoke("serve", "--stratnet", tiny_stratnet, "--requests", req, "--out", tmp_path / "o")
+    assert isinstance(result.exception, HeadwiseError) and message in str(result.exception)
+
+
+def test_serve_refuses_a_stratnet_of_another_model(tiny_stratnet, tmp_path, smollm2):
+    req = tmp_path / "r.jsonl"
+    req.write_text('{"sparsity": 0.5}\n')
+    result = invoke("serve", "--stratnet", tiny_stratnet, "--requests", req, "--model", "smollm2",
+                    "--out", tmp_path / "o")
+    assert isinstance(result.exception, HeadwiseError) and "trained for 'tiny-llama'" in str(result.exception)
+
+
+def test_fit_refuses_bad_settings(tmp_path):
+    result = invoke("fit", "--model", "smollm2", "--space", "width", "--out", tmp_path / "o")
+    assert isinstance(result.exception, HeadwiseError) and "unknown space" in str(result.exception)
+    result = invoke("fit", "--model", "smollm2", "--evals", "2", "--out", tmp_path / "o")
+    assert isinstance(result.exception, HeadwiseError)
+
+
+def test_serve_without_a_stratnet(tmp_path):
+    req = tmp_path / "r.jsonl"
+    req.write_text('{"sparsity": 0.5}\n')
+    result = invoke("serve", "--stratnet", tmp_path, "--requests", req)
+    assert isinstance(result.exception, HeadwiseError) and "holds no StratNet" in str(result.exception)
