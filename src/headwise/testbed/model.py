@@ -10,13 +10,15 @@ transformers folder, which `load_model("emoji-llava")` loads like any other mode
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 import transformers as tf
 
-from headwise.assets.registry import asset_dir, cache_dir, require
+from headwise.assets.registry import cache_dir, require, sha256
 from headwise.errors import AssetMissingError
 
 IMAGE_SIZE, PATCH = 96, 16
@@ -89,7 +91,7 @@ def merge_lora(model, state: dict[str, torch.Tensor]) -> None:
 
 
 def build(weights: Path | None = None, out: Path | None = None) -> Path:
-    """Assemble emoji-llava (SmolLM2 + shipped weights, adapter merged) into a transformers folder in the cache."""
+    """Assemble emoji-llava (SmolLM2 + shipped weights, adapter merged) into a transformers folder."""
     from safetensors.torch import load_file
 
     weights = weights or shipped_weights()
@@ -105,17 +107,28 @@ def build(weights: Path | None = None, out: Path | None = None) -> Path:
     merge_lora(model, state)
     model.save_pretrained(out)
     proc.save_pretrained(out)
-    (out / "headwise-source.json").write_text(json.dumps({"weights": str(weights)}))
+    (out / SOURCE).write_text(json.dumps({"weights_sha256": sha256(weights)}))
     return out
 
 
+SOURCE = "headwise-source.json"
+
+
 def emoji_llava_dir() -> Path:
-    """The cached emoji-llava folder, assembled on first use (needs `headwise assets fetch`)."""
+    """The cached emoji-llava folder, assembled on first use and again whenever the shipped weights change."""
     folder = cache_dir() / "emoji-llava"
-    if not (folder / "config.json").is_file() or not (folder / "headwise-source.json").is_file():
-        require("smollm2")
-        build(out=folder)
+    source = folder / SOURCE
+    if source.is_file() and json.loads(source.read_text()).get("weights_sha256") == sha256(shipped_weights()):
+        return folder
+    require("smollm2")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and swap it in with one rename, so no reader sees half a model.
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".emoji-llava-") as tmp:
+        built = build(out=Path(tmp) / "model")
+        if folder.exists():
+            shutil.rmtree(folder)
+        built.rename(folder)
     return folder
 
 
-__all__ = ["build", "emoji_llava_dir", "fresh", "processor", "asset_dir"]
+__all__ = ["build", "emoji_llava_dir", "fresh", "processor"]
