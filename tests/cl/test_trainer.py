@@ -133,3 +133,36 @@ def test_lora_trains_only_adapters(tmp_path, trace_dir, tok):
     assert res["complete"]
     ck = torch.load(tmp_path / "lora" / "checkpoint" / "ckpt.pt", weights_only=False)
     assert ck["weights"] and all("lora_" in n for n in ck["weights"])
+
+
+def test_two_processes_match_one(tmp_path, trace_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).with_name("tiny_run.py"))
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, script, str(trace_dir), str(tmp_path / "one")], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    two = subprocess.run([*launcher, script, str(trace_dir), str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert (tmp_path / "two" / "world.txt").read_text() == "2"
+    assert r2["complete"] and r1["heads"] == r2["heads"]
+    assert r1["matrix"] == r2["matrix"]
+    w1 = torch.load(tmp_path / "one" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+    w2 = torch.load(tmp_path / "two" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+    assert max((w1[n] - w2[n]).abs().max().item() for n in w1) < 1e-4
+
+
+def test_budget_larger_than_the_model_is_refused_before_any_work(tmp_path, trace_dir, tok):
+    from headwise.errors import HeadwiseError
+
+    with pytest.raises(HeadwiseError, match="layer budget 5 is larger than the model's 2 layers"):
+        run_cl(tmp_path / "r", trace_dir, tok, layer_budget=5)
+    assert not (tmp_path / "r" / "state.json").exists()

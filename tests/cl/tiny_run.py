@@ -1,0 +1,30 @@
+"""A tiny SEEKR run for the multi-process test: `python tiny_run.py TRACE_DIR OUT` (or under accelerate launch)."""
+
+import sys
+
+import torch
+
+from headwise.cl.config import CLConfig
+from headwise.cl.data import load_trace
+from headwise.cl.trainer import Continual
+from headwise.eval.runner import process_state
+from headwise.runs import Run
+from headwise.testing import tiny_model
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from conftest import TinyTokenizer  # noqa: E402
+
+torch.set_num_threads(1)
+state = process_state()
+accelerator = None
+if state.num_processes > 1:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+cfg = CLConfig(batch_size=2, lr=1e-3, epochs=2, replay=0.25, max_new_tokens=2, layer_budget=1, head_budget=2,
+               query_budget=4, logit_topk=8, checkpoint_every=100, seed=3)
+run = Run(sys.argv[2], "cl run", cfg.to_dict())
+Continual(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run, accelerator=accelerator,
+          log=lambda s: None).fit()
+if state.is_main_process:
+    (run.dir / "world.txt").write_text(str(state.num_processes))
