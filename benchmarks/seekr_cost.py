@@ -1,7 +1,7 @@
 """SEEKR's cost on SmolLM2, from one run: training seconds per step against plain replay at the same
 ratio, and teacher-store bytes per sample against all heads' maps in float32.
 
-    python benchmarks/seekr_cost.py [--out-dir runs/seekr-cost] [--repeats 7]
+    python benchmarks/seekr_cost.py [--out-dir runs/seekr-cost] [--repeats 5] [--train-items 16] [--lora]
 
 1. A 2-task SEEKR run on the offline Wikipedia tasks (reused if already in --out-dir) leaves task 1's
    teacher shard on disk.
@@ -29,25 +29,21 @@ from headwise.runs import atomic_write, environment
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="runs/seekr-cost")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--train-items", type=int, default=16, help="Training items per task of the 2-task run.")
+    ap.add_argument("--lora", action="store_true", help="Train LoRA adapters instead of all weights.")
     ap.add_argument("--out", default="benchmarks/results/seekr_cost.json")
     args = ap.parse_args()
 
     from headwise.cl.config import CLConfig
     from headwise.cl.schedule import epoch_steps
-    from headwise.cl.trainer import Continual
-    from headwise.cli.cl import load_benchmark, run_cl
-    from headwise.models import load_model
-    from headwise.runs import Run
+    from headwise.cli.cl import prepare
 
-    cfg = CLConfig(method="seekr", replay=0.1, epochs=1, batch_size=4, lr=5e-5, eval_max=8, max_len=128,
-                   max_new_tokens=8, eval_batch_size=16, checkpoint_every=1000)
-    result = run_cl("smollm2", "wiki", args.out_dir, cfg, tasks=2, wiki_train=40, wiki_test=8, log=print)
-    run = Run(args.out_dir, "cl run", json.loads(json.dumps(_settings(cfg))))
-    tasks = load_benchmark("wiki", "1", run.dir, 40, 8)[:2]
-    model, tok = load_model("smollm2", device="cpu")
-    cl = Continual(model, tok, tasks, cfg, run, log=lambda s: None)
-    cl._load_checkpoint()
+    cfg = CLConfig(method="seekr", replay=0.25, epochs=1, batch_size=4, lr=1e-3 if args.lora else 5e-5, lora=args.lora,
+                   eval_max=8, max_len=112, max_new_tokens=6, eval_batch_size=16, checkpoint_every=1000)
+    cl = prepare("smollm2", "wiki", args.out_dir, cfg, tasks=2, wiki_train=args.train_items, wiki_test=8, log=print)
+    result = cl.fit()
+    run, tasks = cl.run, cl.tasks
     cl.train_model.train()
     pool = cl._replay_pool(1)
     replay_refs = pool[:cfg.batch_size]
@@ -82,7 +78,8 @@ def main() -> None:
     lengths = [len(cl._enc(tasks[0], i)[0]) for i in items]
     all_heads = sum(lay.num_layers * lay.num_heads * n * n * 4 for n in lengths) / len(items)
     stored = state["store_bytes"][name] / len(items)
-    out = {"model": "smollm2", "settings": cfg.to_dict(), "median_step_seconds": med,
+    out = {"model": "smollm2", "settings": cfg.to_dict(), "command": "python benchmarks/seekr_cost.py "
+           f"--repeats {args.repeats} --train-items {args.train_items}" + (" --lora" if args.lora else ""), "median_step_seconds": med,
            "schedule_task2": {"task_steps": n_task, "replay_steps": n_replay},
            "seekr_vs_replay_per_step": seekr_per_step / replay_per_step,
            "seekr_replay_step_vs_plain_replay_step": med["seekr_replay"] / med["plain_replay"],
@@ -92,11 +89,6 @@ def main() -> None:
            "run_op": result["op"], "env": environment()}
     atomic_write(Path(args.out), json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k not in ("env", "settings")}, indent=2))
-
-
-def _settings(cfg) -> dict:
-    return {"model": "smollm2", "benchmark": "wiki", "order": "1", "tasks": 2, "wiki_train": 40, "wiki_test": 8,
-            "dtype": "auto", **cfg.to_dict()}
 
 
 if __name__ == "__main__":

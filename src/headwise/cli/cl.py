@@ -31,6 +31,15 @@ def load_benchmark(spec: str, order: str, run_dir: Path, wiki_train: int = 200, 
 def run_cl(model: str, benchmark: str, out: str, config, order: str = "1", tasks: int = 0, wiki_train: int = 200,
            wiki_test: int = 50, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
            log=typer.echo) -> dict:
+    """Run (or resume) a continual-learning run into `out`; returns its results."""
+    return prepare(model, benchmark, out, config, order, tasks, wiki_train, wiki_test, dtype, device,
+                   trust_remote_code, log).fit()
+
+
+def prepare(model: str, benchmark: str, out: str, config, order: str = "1", tasks: int = 0, wiki_train: int = 200,
+            wiki_test: int = 50, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
+            log=typer.echo):
+    """The run directory, tasks and model of a run, as a `Continual` ready to `fit()`."""
     from headwise.cl.trainer import Continual
     from headwise.eval.runner import process_state
     from headwise.runs import Run
@@ -50,7 +59,7 @@ def run_cl(model: str, benchmark: str, out: str, config, order: str = "1", tasks
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not __import__("torch").cuda.is_available())
-    return Continual(m, tok, seq, config, run, accelerator=accelerator, log=log).fit()
+    return Continual(m, tok, seq, config, run, accelerator=accelerator, log=log)
 
 
 @app.command()
@@ -130,12 +139,13 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
 
 
 def demo(out: Path) -> str:
-    """A 2-task SEEKR mini-run of SmolLM2 on the offline Wikipedia tasks (about 2 minutes on 2 cores)."""
+    """A 2-task SEEKR mini-run of SmolLM2 (LoRA) on the offline Wikipedia tasks, a few minutes on 2 cores."""
     from headwise.cl.config import CLConfig
 
-    config = CLConfig(method="seekr", replay=0.1, epochs=1, batch_size=4, lr=5e-5, eval_max=16, max_len=128,
-                      max_new_tokens=8, eval_batch_size=16, checkpoint_every=1000)
-    result = run_cl("smollm2", "wiki", str(Path(out)), config, order="1", tasks=2, wiki_train=40, wiki_test=16,
+    # LoRA and 16 training items per task keep it to a few CPU-minutes; a real run uses `headwise cl run`.
+    config = CLConfig(method="seekr", replay=0.125, epochs=1, batch_size=4, lr=1e-3, lora=True, eval_max=16,
+                      max_len=112, max_new_tokens=6, eval_batch_size=16, checkpoint_every=1000)
+    result = run_cl("smollm2", "wiki", str(Path(out)), config, order="1", tasks=2, wiki_train=16, wiki_test=16,
                     log=lambda s: None)
     heads = result["heads"].get(result["tasks"][0], {})
     chosen = ", ".join(f"L{l}:{hs}" for l, hs in heads.items())
