@@ -166,3 +166,22 @@ def test_budget_larger_than_the_model_is_refused_before_any_work(tmp_path, trace
     with pytest.raises(HeadwiseError, match="layer budget 5 is larger than the model's 2 layers"):
         run_cl(tmp_path / "r", trace_dir, tok, layer_budget=5)
     assert not (tmp_path / "r" / "state.json").exists()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sensitivity_equals_gradients_of_eager_attentions(masked):
+    from headwise.cl.importance import sensitivity_and_maps
+
+    ids = text_batch(1, 9)[0][0].tolist()
+    labels = [-100] * 5 + ids[5:]
+    eager = tiny_model("llama", attn_implementation="eager")
+    out = eager(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]), output_attentions=True)
+    grads = torch.autograd.grad(out.loss, list(out.attentions))
+    keep = torch.ones(9, 9, dtype=torch.bool).tril()
+    want = torch.stack([(g[0] ** 2)[:, keep].mean(-1) if masked else (g[0] ** 2).mean((-1, -2)) for g in grads])
+    model = tiny_model("llama")
+    sens, maps, logits = sensitivity_and_maps(model, ids, labels, [2, 7], masked)
+    assert torch.allclose(sens, want, rtol=1e-4, atol=1e-12) and sens.abs().sum() > 0
+    assert torch.allclose(maps, torch.stack([a[0, :, [2, 7]] for a in out.attentions]).detach(), atol=1e-5)
+    assert torch.allclose(logits, out.logits[0].detach(), atol=1e-5)
+    assert all(p.grad is None for p in model.parameters())  # no leak into the next optimizer step
