@@ -41,7 +41,11 @@ class FitConfig:
         min_sparsity, max_sparsity: the range of mean sparsities the initial design spreads over.
         steps: StratNet Adam steps per round.
         prefs_per_step: preferences sampled from Dirichlet(1, 1) per step.
-        beta: lower-confidence-bound weight (mean - beta * std of the GP on log KL).
+        beta: lower-confidence-bound weight of the StratNets that propose new evaluations
+            (mean - beta * std of the GP on log KL).
+        serve_beta: the same weight for the final, served StratNet; negative = pessimistic, which keeps it
+            where the GP has seen data.
+        spread: per-block deviation StratNet may take from its mean level (unstructured; 0 = unconstrained).
         lr: StratNet learning rate.
         hidden: StratNet hidden width.
         gp_iters: Adam iterations of GP marginal-likelihood fitting.
@@ -59,6 +63,8 @@ class FitConfig:
     steps: int = 400
     prefs_per_step: int = 16
     beta: float = 0.1
+    serve_beta: float = -1.0
+    spread: float = 0.15
     lr: float = 1e-3
     hidden: int = 256
     gp_iters: int = 150

@@ -59,22 +59,23 @@ def initial_design(fit: FitConfig, d: int) -> list[list[float]]:
             out.append([float(v) for v in drop_top(noise, max(1, min(d - 1, round(s * d))))])
         else:
             # Every other point is uniform so the GP sees the baseline's line as well as varied profiles.
-            spread = 0.0 if i % 2 == 0 else 0.25
-            out.append(project(torch.full((d,), s, dtype=torch.float64) + spread * (noise - 0.5), "unstructured",
+            spread = 0.0 if i % 2 == 0 else fit.spread
+            out.append(project(torch.full((d,), s, dtype=torch.float64) + spread * (2 * noise - 1), "unstructured",
                                target=s, upper=fit.max_ratio))
     return out
 
 
-def _fit_models(x, kl, fit: FitConfig, d: int, round_idx: int, warm: dict | None):
+def _fit_models(x, kl, fit: FitConfig, d: int, round_idx: int, warm: dict | None, beta: float):
     y = [math.log(max(v, 1e-8)) for v in kl]
     gp = GPSurrogate(fit.kernel, fit.gp_iters).fit(x, y)
     torch.manual_seed(fit.seed + 1000 * round_idx)
-    net = sn.StratNet(d, fit.hidden, fit.max_ratio if fit.space == "unstructured" else 1.0)
+    unstructured = fit.space == "unstructured"
+    net = sn.StratNet(d, fit.hidden, fit.max_ratio if unstructured else 1.0, fit.spread if unstructured else 0.0)
     if warm is not None:
         net.load_state_dict(warm)
     norm = sn.Normaliser(net.max_ratio, min(y), max(y))
     gen = torch.Generator().manual_seed(fit.seed + 7 * round_idx + 1)
-    losses = sn.train(net, gp, norm, fit.steps, fit.prefs_per_step, fit.beta, fit.lr, gen)
+    losses = sn.train(net, gp, norm, fit.steps, fit.prefs_per_step, beta, fit.lr, gen)
     return gp, net, losses
 
 
@@ -133,14 +134,16 @@ def fit(model, tokenizer, model_name: str, calib_cfg: CalibConfig, fit_cfg: FitC
             bar.update(1)
         state["pending"] = None
         round_idx = state["round"]
-        gp, net, losses = _fit_models(state["x"], state["kl"], fit_cfg, d, round_idx, warm)
+        final = len(state["x"]) >= fit_cfg.evals
+        gp, net, losses = _fit_models(state["x"], state["kl"], fit_cfg, d, round_idx, warm,
+                                      fit_cfg.serve_beta if final else fit_cfg.beta)
         warm = net.state_dict()
         meta = {"model": model_name, "fingerprint": fingerprint(model), "space": fit_cfg.space,
                 "calibration": asdict(calib_cfg), "fit": asdict(fit_cfg), "evaluations": len(state["x"]),
                 "round": round_idx, "preference": ["size", "quality"]}
         sn.save(net, run.dir, meta)
         state["round"] = round_idx + 1
-        if len(state["x"]) >= fit_cfg.evals:
+        if final:
             checkpoint()
             break
         state["pending"] = _proposals(net, fit_cfg, round_idx, state["x"])

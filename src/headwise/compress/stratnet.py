@@ -19,16 +19,26 @@ META = "stratnet.json"
 
 
 class StratNet(nn.Module):
-    """lambda in the 2-simplex -> x in (0, max_ratio)^d through Linear-ReLU-Linear-ReLU-Linear-sigmoid."""
+    """lambda in the 2-simplex -> x in [0, max_ratio]^d through Linear-ReLU-Linear-ReLU-Linear.
 
-    def __init__(self, num_blocks: int, hidden: int = 256, max_ratio: float = 0.9):
+    With `spread` = 0 the last layer gives one sigmoid per block (PSL-MOBO's Pareto-set model). With
+    `spread` > 0 it gives a level s = max_ratio * sigmoid(.) plus per-block offsets spread * tanh(.): a
+    trust region around uniform sparsity. With a few dozen evaluations in 30 dimensions the GP is only
+    trustworthy near its data, and an unconstrained StratNet learns to exploit its extrapolation instead.
+    """
+
+    def __init__(self, num_blocks: int, hidden: int = 256, max_ratio: float = 0.9, spread: float = 0.0):
         super().__init__()
-        self.num_blocks, self.hidden, self.max_ratio = num_blocks, hidden, max_ratio
+        self.num_blocks, self.hidden, self.max_ratio, self.spread = num_blocks, hidden, max_ratio, spread
         self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, num_blocks))
+                                 nn.Linear(hidden, num_blocks + (1 if spread > 0 else 0)))
 
     def forward(self, pref: torch.Tensor) -> torch.Tensor:
-        return self.max_ratio * torch.sigmoid(self.net(pref.to(self.net[0].weight.dtype)))
+        out = self.net(pref.to(self.net[0].weight.dtype))
+        if self.spread <= 0:
+            return self.max_ratio * torch.sigmoid(out)
+        level = self.max_ratio * torch.sigmoid(out[..., :1])
+        return (level + self.spread * torch.tanh(out[..., 1:])).clamp(0.0, self.max_ratio)
 
 
 @dataclass
@@ -53,7 +63,8 @@ IDEAL = torch.tensor([-0.1, -0.1], dtype=torch.float64)  # PSL-MOBO: ideal point
 
 def train(net: StratNet, gp: GPSurrogate, norm: Normaliser, steps: int, prefs_per_step: int, beta: float,
           lr: float, generator: torch.Generator) -> list[float]:
-    """Minimise E_lambda g_tch(h(lambda) | lambda) with f2 = the GP's lower confidence bound of log KL."""
+    """Minimise E_lambda g_tch(h(lambda) | lambda) with f2 = mean - beta * std of the GP on log KL
+    (beta > 0: optimistic lower confidence bound, for proposals; beta < 0: pessimistic, for serving)."""
     net.double().train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses = []
@@ -84,7 +95,8 @@ def save(net: StratNet, directory: Path, meta: dict) -> None:
     save_file({k: v.detach().float().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     atomic_write(directory / WEIGHTS, tmp.read_bytes())
     tmp.unlink()
-    full = {**meta, "num_blocks": net.num_blocks, "hidden": net.hidden, "max_ratio": net.max_ratio}
+    full = {**meta, "num_blocks": net.num_blocks, "hidden": net.hidden, "max_ratio": net.max_ratio,
+            "spread": net.spread}
     atomic_write(directory / META, json.dumps(full, indent=2) + "\n")
 
 
@@ -95,6 +107,6 @@ def load(directory: Path) -> tuple[StratNet, dict]:
     if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
         raise HeadwiseError(f"{directory} holds no StratNet ({WEIGHTS} and {META}); train one with `headwise compress fit`.")
     meta = json.loads((directory / META).read_text())
-    net = StratNet(meta["num_blocks"], meta["hidden"], meta["max_ratio"])
+    net = StratNet(meta["num_blocks"], meta["hidden"], meta["max_ratio"], meta.get("spread", 0.0))
     net.load_state_dict(load_file(str(directory / WEIGHTS)))
     return net.double().eval(), meta
