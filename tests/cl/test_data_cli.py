@@ -82,6 +82,10 @@ def cli(*args, cwd=None):
 def test_cli_bad_input_exits_2_with_one_sentence(tmp_path, trace_dir):
     p = cli("run", "--model", "smollm2", "--benchmark", f"trace:{tmp_path / 'nope'}", "--out", str(tmp_path / "r"))
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()
+    (trace_dir / "a" / "test.json").write_text('[{"prompt": "p"}]')
+    p = cli("run", "--model", "smollm2", "--benchmark", f"trace:{trace_dir}", "--out", str(tmp_path / "r3"))
+    assert p.returncode == 2 and "a/test.json line 1: item 0 needs" in p.stderr and not (tmp_path / "r3").exists()
     p = cli("run", "--model", "smollm2", "--benchmark", f"trace:{trace_dir}", "--replay", "1.5", "--out", str(tmp_path / "r2"))
     assert p.returncode == 2 and "replay must be a ratio" in p.stderr
     p = cli("report", str(tmp_path))

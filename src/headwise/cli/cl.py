@@ -46,8 +46,10 @@ def prepare(model: str, benchmark: str, out: str, config, order: str = "1", task
 
     settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
                 "wiki_test": wiki_test, "dtype": dtype, **config.to_dict()}
+    # Task files are checked before a run directory is made for them; wiki is built inside it.
+    seq = None if benchmark == "wiki" else load_benchmark(benchmark, order, Path(out), wiki_train, wiki_test)
     run = Run(out, "cl run", settings)
-    seq = load_benchmark(benchmark, order, run.dir, wiki_train, wiki_test)
+    seq = seq or load_benchmark(benchmark, order, run.dir, wiki_train, wiki_test)
     if tasks:
         if tasks > len(seq):
             raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
