@@ -17,6 +17,11 @@ def run_demo(out: str, windows: int, seq_len: int) -> None:
     result = run_scan("smollm2", ScanConfig(seq_len=seq_len, windows=windows, batch_size=8), str(out / "heads-scan"))
     typer.echo(scan_summary(result, top=10))
 
+    from headwise.cli.compress import demo as compress_demo
+
+    typer.echo("\n== UniCuCo: the shipped StratNet serves 3 compression requests for SmolLM2")
+    typer.echo(compress_demo(out / "compress"))
+
     typer.echo("\n== VHR: emoji-llava describes 30 test scenes with greedy and with VHR decoding (CHAIR, POPE)")
     if shipped_weights().is_file():
         from headwise.testbed.demo import run_vhr_demo
