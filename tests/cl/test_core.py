@@ -136,3 +136,22 @@ def test_config_validation_and_faithful_switch():
             CLConfig(**bad)
     with pytest.raises(HeadwiseError, match="unknown settings"):
         CLConfig.from_dict({"nope": 1})
+
+
+def test_teacher_shard_round_trip_keeps_causal_maps_and_topk_logits(tmp_path):
+    from headwise.cl.teacher import TeacherShard, topk_logprobs, write_shard
+
+    torch.manual_seed(0)
+    n = 6
+    full = torch.softmax(torch.randn(3, n, n).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf")), -1)
+    samples = [{"maps": {2: full[:2, [1, 4]]}, "queries": [1, 4], "logits": topk_logprobs(torch.randn(3, 50), 5)},
+               {"maps": {2: full[:2]}, "queries": None, "logits": topk_logprobs(torch.randn(2, 50), 0)}]
+    size = write_shard(tmp_path / "t.safetensors", "t", [7, 9], {2: [0, 5]}, samples)
+    shard = TeacherShard(tmp_path / "t.safetensors")
+    assert shard.items == [7, 9] and shard.heads == {2: [0, 5]}
+    a, b = shard.sample(0), shard.sample(1)
+    assert torch.allclose(a["maps"][2].float(), full[:2, [1, 4]], atol=1e-3)
+    assert torch.allclose(b["maps"][2].float(), full[:2], atol=1e-3)
+    assert a["logprobs"].shape == (3, 5) and a["index"].dtype == torch.int32 and "index" not in b
+    packed = 2 * (2 + 5) + 2 * (n * (n + 1) // 2)  # causal entries of rows 1 and 4, then of all rows
+    assert size <= 2 * packed + (3 * 5 * 6 + 2 * 50 * 2) + 2048  # float16 maps + logits + header

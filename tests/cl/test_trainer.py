@@ -81,12 +81,18 @@ def test_seekr_run_writes_results_teacher_store_and_plots(tmp_path, trace_dir, t
             expected += t.numel() * t.element_size()
             if ".maps." in key:
                 assert t.dtype == torch.float16 and t.shape[0] == len(heads[int(key.rsplit(".", 1)[1])])
-                assert t.shape[1] == 4  # query budget
+                assert t.dim() == 2  # packed: only the causal entries of the 4 budgeted query rows
             elif key.endswith("logprobs"):
                 assert t.shape[1] == 8
     n_keys_max = max(len(json.dumps(x)) for x in [1])
     assert path.stat().st_size <= expected + 4096 + n_keys_max
     assert res["teacher_store_bytes"]["a"] == path.stat().st_size
+    from headwise.cl.teacher import TeacherShard
+
+    sample = TeacherShard(path).sample(0)
+    for l, hs in heads.items():
+        assert sample["maps"][l].shape[:2] == (len(hs), 4)
+        assert torch.allclose(sample["maps"][l].float().sum(-1), torch.ones(len(hs), 4), atol=1e-2)
     assert not (tmp_path / "run" / "work" / "a").exists()  # the all-head "before" maps are gone
 
 
