@@ -42,9 +42,9 @@ class TrainConfig:
     vision_steps: int = 400
     vision_batch: int = 64
     vision_lr: float = 1e-3
-    caption_steps: int = 300
+    caption_steps: int = 100
     caption_batch: int = 8
-    caption_lr: float = 5e-4
+    caption_lr: float = 1e-3
     qa_fraction: float = 0.3
     checkpoint_every: int = 50
     seed: int = 0
