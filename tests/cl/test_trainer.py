@@ -151,8 +151,14 @@ def test_two_processes_match_one(tmp_path, trace_dir):
     one = subprocess.run([sys.executable, script, str(trace_dir), str(tmp_path / "one")], capture_output=True,
                          text=True, timeout=300, env=env)
     assert one.returncode == 0, one.stderr
+    import socket
+
+    with socket.socket() as sock:  # a free port: the default 29500 clashes with other launches on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(port)]
     two = subprocess.run([*launcher, script, str(trace_dir), str(tmp_path / "two")], capture_output=True, text=True,
                          timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
