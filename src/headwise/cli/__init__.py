@@ -7,6 +7,7 @@ import sys
 import typer
 
 from headwise.cli import assets as assets_cmd
+from headwise.cli import cl as cl_cmd
 from headwise.cli import compress as compress_cmd
 from headwise.cli import eval as eval_cmd
 from headwise.cli import heads as heads_cmd
@@ -25,6 +26,7 @@ app.add_typer(vhr_cmd.app, name="vhr")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(testbed_cmd.app, name="testbed")
 app.add_typer(compress_cmd.app, name="compress")
+app.add_typer(cl_cmd.app, name="cl")
 
 
 @app.command()

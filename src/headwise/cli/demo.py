@@ -17,7 +17,11 @@ def run_demo(out: str, windows: int, seq_len: int) -> None:
     result = run_scan("smollm2", ScanConfig(seq_len=seq_len, windows=windows, batch_size=8), str(out / "heads-scan"))
     typer.echo(scan_summary(result, top=10))
 
+    from headwise.cli.cl import demo as cl_demo
     from headwise.cli.compress import demo as compress_demo
+
+    typer.echo("\n== SEEKR: continual fine-tuning of SmolLM2 on 2 Wikipedia tasks (LoRA)")
+    typer.echo(cl_demo(out / "cl-seekr"))
 
     typer.echo("\n== UniCuCo: the shipped StratNet serves 3 compression requests for SmolLM2")
     typer.echo(compress_demo(out / "compress"))
