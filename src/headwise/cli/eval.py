@@ -34,12 +34,6 @@ def _decode_config(method, alpha, layers, prompt, max_new_tokens, batch_size, se
                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
 
 
-def _model_run(out, command: str, config: dict):
-    from headwise.runs import Run
-
-    return Run(out, command, config)
-
-
 @app.command()
 def chair(
     captions: str = typer.Option(None, help="JSONL of generated captions, one {\"image_id\", \"caption\"} per line; "
@@ -74,11 +68,12 @@ def chair(
 
     if model is not None:
         from headwise.eval.vlm import run_chair
+        from headwise.runs import Run
 
         if images is None:
             raise HeadwiseError("--images is required with --model: the folder holding the COCO images.")
         decode = _decode_config(method, alpha, layers, prompt, max_new_tokens, batch_size, seed)
-        run = _model_run(out, "eval chair", {"model": model, "images": images, "annotations": annotations, "n": n,
+        run = Run(out, "eval chair", {"model": model, "images": images, "annotations": annotations, "n": n,
                                              "image_ids": image_ids, "synonyms": synonyms,
                                              "drop_incomplete": drop_incomplete, "dtype": dtype,
                                              "decode": decode.__dict__})
@@ -126,11 +121,12 @@ def pope(
 
     if model is not None:
         from headwise.eval.vlm import run_pope
+        from headwise.runs import Run
 
         if images is None:
             raise HeadwiseError("--images is required with --model: the folder holding the questions' images.")
         decode = _decode_config(method, alpha, layers, "", max_new_tokens, batch_size, seed)
-        run = _model_run(out, "eval pope", {"model": model, "images": images, "questions": questions, "dtype": dtype,
+        run = Run(out, "eval pope", {"model": model, "images": images, "questions": questions, "dtype": dtype,
                                             "decode": decode.__dict__})
         m, proc = load(model, dtype, device, trust_remote_code)
         result = run_pope(m, proc, questions, images, decode, run)

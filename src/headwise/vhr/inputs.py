@@ -106,11 +106,15 @@ def _pad_id(tokenizer) -> int:
     return getattr(tokenizer, "pad_token_id", None) or 0
 
 
+def _text_pad_id(processor) -> int:
+    return _pad_id(getattr(processor, "tokenizer", processor))
+
+
 def _normalise_padding(batch: dict, processor) -> dict:
     # The language model's rows are left-padded (real tokens at the right end), whatever the processor
     # did: InstructBLIP's puts its query tokens before the padding. Its Q-Former text is BERT-style
     # (absolute positions) and must stay right-padded, but its processor pads it like the main text.
-    batch = _repack(batch, TOKEN_KEYS, "attention_mask", _pad_id(getattr(processor, "tokenizer", processor)), left=True)
+    batch = _repack(batch, TOKEN_KEYS, "attention_mask", _text_pad_id(processor), left=True)
     return _repack(batch, ("qformer_input_ids", "qformer_attention_mask"), "qformer_attention_mask",
                    _pad_id(getattr(processor, "qformer_tokenizer", None)), left=False)
 
@@ -127,7 +131,7 @@ def encode(model, processor, images: list, prompts: list[str], text_only: bool =
         if bare and _processes_rows_apart(processor):
             with_images = dict(processor(text=texts, images=images, padding=True, return_tensors="pt"))
             without = dict(processor(text=bare, padding=True, return_tensors="pt"))
-            batch = _merge_left_padded(with_images, without, _pad_id(getattr(processor, "tokenizer", processor)))
+            batch = _merge_left_padded(with_images, without, _text_pad_id(processor))
         else:
             batch = dict(processor(text=texts + bare, images=_images_arg(processor, images, len(bare)), padding=True,
                                    return_tensors="pt"))
