@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 DEMO_SEED = 7  # a test stream (training streams start at 1000)
@@ -30,7 +31,8 @@ def figure(image_path: Path, captions: dict[str, tuple[str, list[str]]], vhd, pa
     y = 0.95
     for method, (text, bad) in captions.items():
         axes[1].text(0, y, f"{method}:", weight="bold", va="top", transform=axes[1].transAxes)
-        axes[1].text(0, y - 0.08, mark(text, bad), va="top", wrap=True, transform=axes[1].transAxes, fontsize=9)
+        shown = textwrap.shorten(" ".join(mark(text, bad).split()), width=240, placeholder=" ...")
+        axes[1].text(0, y - 0.08, textwrap.fill(shown, width=80), va="top", transform=axes[1].transAxes, fontsize=9)
         axes[1].text(0, y - 0.3, "hallucinated: " + (", ".join(bad) or "none"), color="red", va="top",
                      transform=axes[1].transAxes, fontsize=9)
         y -= 0.48
