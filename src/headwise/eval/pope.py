@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headwise.errors import HeadwiseError
-from headwise.eval.chair import read_records
+from headwise.eval.records import read_records
 
 _PUNCT = "\"'!?;:()[]{}*`\u201c\u201d\u2018\u2019"  # curly quotes too: models emit them
 
