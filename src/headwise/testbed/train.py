@@ -42,10 +42,10 @@ class TrainConfig:
     vision_steps: int = 400
     vision_batch: int = 64
     vision_lr: float = 1e-3
-    caption_steps: int = 100
+    caption_steps: int = 500
     caption_batch: int = 8
     caption_lr: float = 1e-3
-    qa_fraction: float = 0.3
+    qa_fraction: float = 0.4
     checkpoint_every: int = 50
     seed: int = 0
 
