@@ -169,3 +169,10 @@ def test_bad_input():
     with pytest.raises(HeadwiseError, match="no image token"):
         generate(tiny_model("llama"), proc, [img], PROMPT)
     assert set(METHODS) == {"greedy", "vhr", "vcd", "pai"}
+
+
+def test_template_that_keeps_the_image_is_refused():
+    model, proc = tiny_vlm("llava")
+    proc.chat_template = "USER: <image>\n{{ messages[0]['content'][-1]['text'] }} ASSISTANT:"
+    with pytest.raises(HeadwiseError, match="cannot be stripped of its image"):
+        generate(model, proc, [test_image(0)], PROMPT, method="vhr")

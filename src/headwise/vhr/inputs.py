@@ -127,14 +127,23 @@ def encode(model, processor, images: list, prompts: list[str], text_only: bool =
     token = image_token_id(model)
     texts = [render(processor, p, True) for p in prompts]
     bare = [render(processor, p, False) for p in prompts] if text_only else []
-    with left_padding(processor):
-        if bare and _processes_rows_apart(processor):
-            with_images = dict(processor(text=texts, images=images, padding=True, return_tensors="pt"))
-            without = dict(processor(text=bare, padding=True, return_tensors="pt"))
-            batch = _merge_left_padded(with_images, without, _text_pad_id(processor))
-        else:
-            batch = dict(processor(text=texts + bare, images=_images_arg(processor, images, len(bare)), padding=True,
-                                   return_tensors="pt"))
+    image_text = getattr(processor, "image_token", None)
+    image_text = getattr(image_text, "content", image_text)  # InstructBLIP keeps an AddedToken
+    if image_text and any(image_text in text for text in bare):
+        raise HeadwiseError("the prompt template cannot be stripped of its image: without the image entry it "
+                            f"still writes {image_text}; give the processor a chat template with an image entry.")
+    try:
+        with left_padding(processor):
+            if bare and _processes_rows_apart(processor):
+                with_images = dict(processor(text=texts, images=images, padding=True, return_tensors="pt"))
+                without = dict(processor(text=bare, padding=True, return_tensors="pt"))
+                batch = _merge_left_padded(with_images, without, _text_pad_id(processor))
+            else:
+                batch = dict(processor(text=texts + bare, images=_images_arg(processor, images, len(bare)),
+                                       padding=True, return_tensors="pt"))
+    except (ValueError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise HeadwiseError(f"the processor could not encode the prompt with its image: {first}") from err
     batch = _normalise_padding(batch, processor)
     ids = batch["input_ids"]
     n = len(images)
