@@ -68,21 +68,16 @@ def chair(
 
     if model is not None:
         from headwise.eval.vlm import run_chair
-        from headwise.runs import Run
 
         if images is None:
             raise HeadwiseError("--images is required with --model: the folder holding the COCO images.")
         decode = _decode_config(method, alpha, layers, prompt, max_new_tokens, batch_size, seed)
-        run = Run(out, "eval chair", {"model": model, "images": images, "annotations": annotations, "n": n,
-                                             "image_ids": image_ids, "synonyms": synonyms,
-                                             "drop_incomplete": drop_incomplete, "dtype": dtype,
-                                             "decode": decode.__dict__})
-        m, proc = load(model, dtype, device, trust_remote_code)
-        result = run_chair(m, proc, images, annotations, n, decode, run, synonyms=synonyms,
-                           drop_incomplete=drop_incomplete, image_ids=image_ids)
-        if result is not None:
-            summary = result["metrics"] | {"run_dir": str(run.dir), "failures": len(result["failures"]),
-                                           "seconds_per_sample": result["seconds_per_sample"]}
+        config = {"model": model, "images": images, "annotations": annotations, "n": n, "image_ids": image_ids,
+                  "synonyms": synonyms, "drop_incomplete": drop_incomplete, "dtype": dtype, "decode": decode.__dict__}
+        summary = _with_model("eval chair", out, config, (model, dtype, device, trust_remote_code), lambda m, proc, run:
+                              run_chair(m, proc, images, annotations, n, decode, run, synonyms=synonyms,
+                                        drop_incomplete=drop_incomplete, image_ids=image_ids))
+        if summary is not None:
             emit(summary, as_json, chair_summary(summary))
         return
     if captions is None:
@@ -121,17 +116,14 @@ def pope(
 
     if model is not None:
         from headwise.eval.vlm import run_pope
-        from headwise.runs import Run
 
         if images is None:
             raise HeadwiseError("--images is required with --model: the folder holding the questions' images.")
         decode = _decode_config(method, alpha, layers, "", max_new_tokens, batch_size, seed)
-        run = Run(out, "eval pope", {"model": model, "images": images, "questions": questions, "dtype": dtype,
-                                            "decode": decode.__dict__})
-        m, proc = load(model, dtype, device, trust_remote_code)
-        result = run_pope(m, proc, questions, images, decode, run)
-        if result is not None:
-            summary = result["metrics"] | {"run_dir": str(run.dir), "failures": len(result["failures"])}
+        config = {"model": model, "images": images, "questions": questions, "dtype": dtype, "decode": decode.__dict__}
+        summary = _with_model("eval pope", out, config, (model, dtype, device, trust_remote_code),
+                              lambda m, proc, run: run_pope(m, proc, questions, images, decode, run))
+        if summary is not None:
             emit(summary, as_json, pope_summary(summary))
         return
     if answers is None:
@@ -139,6 +131,22 @@ def pope(
     result = score_pope_files(answers, questions)
     result |= _save(out, "eval pope", {"answers": answers, "questions": questions}, result)
     emit(result, as_json, pope_summary(result))
+
+
+def _with_model(command: str, out: str | None, config: dict, loading: tuple, evaluate) -> dict | None:
+    """Load the model, open the run directory, run `evaluate(model, processor, run)`; the summary on the main process.
+
+    The model loads first, so a bad --model leaves no run directory behind.
+    """
+    from headwise.runs import Run
+
+    m, proc = load(*loading)
+    run = Run(out, command, config)
+    result = evaluate(m, proc, run)
+    if result is None:
+        return None
+    return result["metrics"] | {"run_dir": str(run.dir), "failures": len(result["failures"]),
+                                "seconds_per_sample": result["seconds_per_sample"]}
 
 
 def _save(out: str | None, command: str, config: dict, result: dict) -> dict:
