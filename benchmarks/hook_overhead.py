@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/hook_overhead.json")
     args = ap.parse_args()
 
-    model, tok = load_model(args.model)
+    model, _ = load_model(args.model)
     lay = layout(model)
     ids = torch.randint(100, 40000, (1, args.tokens), generator=torch.Generator().manual_seed(0)).to(model.device)
     prompt = ids[:, :16]

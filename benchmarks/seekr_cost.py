@@ -21,8 +21,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from headwise.runs import atomic_write, environment
 
 

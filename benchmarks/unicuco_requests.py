@@ -7,8 +7,8 @@
   run's evals.json) + N x (StratNet forward, bisection, projection, pruning the model).
 - The per-request search (EvoPress-style, baselines.evo_search) runs on `--search-requests` of the N
   requests, evenly spread; its time for N requests is extrapolated linearly from their mean.
-- Quality on those same requests: mean KL (calibration tokens) and perplexity (test windows) of UniCuCo,
-  the search, uniform and OWL, all through the same evaluator.
+- Quality, all through the same evaluator: mean KL (calibration tokens) and perplexity (test windows) of
+  UniCuCo, uniform and OWL on every request (`--quality-requests`), and of all four on the searched ones.
 - Also prints the time to apply one strategy (goal: under 2 s).
 """
 
@@ -19,6 +19,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from headwise.compress.baselines import SearchConfig, evo_search, owl, uniform
 from headwise.compress.calibration import Calibration
@@ -37,16 +39,18 @@ def main() -> None:
     ap.add_argument("--search-requests", type=int, default=8)
     ap.add_argument("--generations", type=int, default=20)
     ap.add_argument("--offspring", type=int, default=4)
+    ap.add_argument("--quality-requests", type=int, default=64,
+                    help="Requests (evenly spread) on which UniCuCo, uniform and OWL are all measured.")
     ap.add_argument("--out", default="benchmarks/results/unicuco_requests.json")
     args = ap.parse_args()
 
     fit_dir = Path(args.stratnet)
     state = json.loads((fit_dir / STATE).read_text())
     server = Server(fit_dir)
-    model, tok = load_model(server.meta["model"], device="cpu")
+    model, _ = load_model(server.meta["model"], device="cpu")
     server.check_model(model)
     calib = Calibration.load(fit_dir / CALIB, server.net.num_blocks)
-    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size)
+    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size, server.calib_config.method)
 
     targets = [round(0.2 + 0.5 * i / (args.requests - 1), 4) for i in range(args.requests)]
     serve_times, strategies = [], {}
@@ -62,17 +66,23 @@ def main() -> None:
     apply_one = time.perf_counter() - t0
     ev.pruner.restore()
 
+    # Quality of the cheap methods on every request; the search only on the requests it ran for.
+    quality = {}
+    for s in tqdm(targets[::max(1, args.requests // args.quality_requests)], desc="quality", unit="request"):
+        quality[s] = {name: ev.measure(x) for name, x in (("unicuco", strategies[s]),
+                                                            ("uniform", uniform(ev.num_blocks, s)),
+                                                            ("owl", owl(model, calib.norms, s)))}
     picks = [targets[round(i * (args.requests - 1) / max(args.search_requests - 1, 1))]
              for i in range(args.search_requests)]
     cfg = SearchConfig(generations=args.generations, offspring=args.offspring)
     rows = []
     for s in picks:
         found = evo_search(ev, s, cfg)
-        row = {"sparsity": s, "search_seconds": found["seconds"], "search_evaluations": found["evaluations"]}
-        for name, x in (("unicuco", strategies[s]), ("search", found["strategy"]),
-                        ("uniform", uniform(ev.num_blocks, s)), ("owl", owl(model, calib.norms, s))):
-            m = ev.measure(x)
-            row[name] = {"kl": m["kl"], "ppl": m["ppl"], "sparsity": m["sparsity"]}
+        row = {"sparsity": s, "search_seconds": found["seconds"], "search_evaluations": found["evaluations"],
+               "search": ev.measure(found["strategy"])}
+        row |= quality.get(s) or {name: ev.measure(x) for name, x in (("unicuco", strategies[s]),
+                                                                       ("uniform", uniform(ev.num_blocks, s)),
+                                                                       ("owl", owl(model, calib.norms, s)))}
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("sparsity", "search_seconds")} |
                          {n: round(row[n]["kl"], 4) for n in ("unicuco", "search", "uniform", "owl")}), flush=True)
@@ -83,13 +93,16 @@ def main() -> None:
     t_search = n * statistics.mean(r["search_seconds"] for r in rows)
     mean = {name: {k: statistics.mean(r[name][k] for r in rows) for k in ("kl", "ppl")}
             for name in ("unicuco", "search", "uniform", "owl")}
+    mean_all = {name: {k: statistics.mean(q[name][k] for q in quality.values()) for k in ("kl", "ppl")}
+                for name in ("unicuco", "uniform", "owl")}
     result = {
         "requests": n, "search_requests": len(rows), "fit_seconds": fit_seconds,
         "fit_true_evaluations": len(state["x"]), "serve_seconds_total": sum(serve_times),
         "unicuco_total_seconds": t_unicuco, "search_total_seconds_extrapolated": t_search,
         "speedup": t_search / t_unicuco, "apply_one_strategy_seconds": apply_one,
         "kl_ratio_unicuco_vs_search": mean["unicuco"]["kl"] / mean["search"]["kl"],
-        "mean": mean, "search_config": vars(cfg), "rows": rows, "env": environment(),
+        "mean": mean, "quality_requests": len(quality), "mean_all_requests": mean_all,
+        "quality": [{"sparsity": s, **q} for s, q in quality.items()], "search_config": vars(cfg), "rows": rows, "env": environment(),
     }
     out = Path(args.out)
     atomic_write(out, json.dumps(result, indent=2) + "\n")
@@ -98,8 +111,12 @@ def main() -> None:
     print(f"{n} requests: UniCuCo {t_unicuco:.0f} s (fit {fit_seconds:.0f} s) vs per-request search "
           f"{t_search:.0f} s (mean of {len(rows)}, x{n}): {result['speedup']:.1f}x")
     print(f"apply one strategy: {apply_one:.2f} s")
+    print(f"mean over the {len(rows)} searched requests:")
     for name, v in mean.items():
-        print(f"  {name:8s} mean KL {v['kl']:.4f}  mean ppl {v['ppl']:.2f}")
+        print(f"  {name:8s} KL {v['kl']:.4f}  ppl {v['ppl']:.2f}")
+    print(f"mean over {len(quality)} requests:")
+    for name, v in mean_all.items():
+        print(f"  {name:8s} KL {v['kl']:.4f}  ppl {v['ppl']:.2f}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ def test_cli_bad_input_exits_2_with_one_sentence(tmp_path, trace_dir):
     assert p.returncode == 2 and "replay must be a ratio" in p.stderr
     p = cli("report", str(tmp_path))
     assert p.returncode == 2 and "no results.json" in p.stderr
+    # The model loads before the run directory is made, so a bad --model leaves nothing behind.
+    p = cli("run", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "r4"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and not (tmp_path / "r4").exists()
 
 
 def test_cli_report_prints_the_matrix(tmp_path):

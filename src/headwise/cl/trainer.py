@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from headwise.cl import buffer as replay_buffer
 from headwise.cl.config import CLConfig
@@ -34,10 +35,11 @@ from headwise.runs import Run
 
 class Continual:
     def __init__(self, model, tokenizer, tasks: list[Task], config: CLConfig, run: Run,
-                 accelerator=None, log: Callable[[str], None] = print):
+                 accelerator=None, log: Callable[[str], None] = print, progress: bool = True):
         if not tasks:
             raise HeadwiseError("the benchmark has no tasks.")
         self.cfg, self.run, self.tasks, self.tok, self.log = config, run, tasks, tokenizer, log
+        self.progress = progress
         self.acc = accelerator
         self.rank = accelerator.process_index if accelerator else 0
         self.world = accelerator.num_processes if accelerator else 1
@@ -189,7 +191,9 @@ class Continual:
         for epoch in range(start["epoch"], epochs):
             steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.faithful)
             first = start["step"] if epoch == start["epoch"] else 0
-            for k in range(first, len(steps)):
+            bar = tqdm(range(first, len(steps)), total=len(steps), initial=first, leave=False, unit="step",
+                       desc=f"{task.name} epoch {epoch + 1}/{epochs}", disable=not (self.main and self.progress))
+            for k in bar:
                 kind, idx = steps[k]
                 torch.manual_seed(step_seed(cfg.seed, t, epoch, k))
                 t0 = time.perf_counter()

@@ -46,15 +46,15 @@ def prepare(model: str, benchmark: str, out: str, config, order: str = "1", task
 
     settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
                 "wiki_test": wiki_test, "dtype": dtype, **config.to_dict()}
-    # Task files are checked before a run directory is made for them; wiki is built inside it.
+    # Task files and the model are checked before a run directory is made for them; wiki is built inside it.
     seq = None if benchmark == "wiki" else load_benchmark(benchmark, order, Path(out), wiki_train, wiki_test)
+    m, tok = load(model, dtype, device, trust_remote_code)
     run = Run(out, "cl run", settings)
     seq = seq or load_benchmark(benchmark, order, run.dir, wiki_train, wiki_test)
     if tasks:
         if tasks > len(seq):
             raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
         seq = seq[:tasks]
-    m, tok = load(model, dtype, device, trust_remote_code)
     state = process_state()
     accelerator = None
     if state.num_processes > 1:
@@ -64,47 +64,98 @@ def prepare(model: str, benchmark: str, out: str, config, order: str = "1", task
     return Continual(m, tok, seq, config, run, accelerator=accelerator, log=log)
 
 
+# Options shared by `run` and `table` (a table is many runs with the same settings).
+BENCHMARK = typer.Option("wiki", help="wiki (offline Wikipedia tasks), trace:DIR or superni:DIR.")
+ORDER = typer.Option("1", help="Task order, from the benchmark's orders.json (or TRACE/SuperNI's).")
+TASKS = typer.Option(0, help="Use only the first N tasks of the order (0: all).")
+EPOCHS = typer.Option("1", help="Epochs per task: one number, or one per task like 5,5,10.")
+BATCH = typer.Option(2, help="Sequences per micro-step (split over processes).")
+ACCUM = typer.Option(1, help="Micro-steps per optimizer step.")
+LR = typer.Option(1e-5, help="Learning rate (AdamW, constant).")
+LAYER_BUDGET = typer.Option(0.75, help="SEEKR: layers kept, a fraction < 1 or a count.")
+HEAD_BUDGET = typer.Option(0.125, help="SEEKR: heads kept, a fraction < 1 of all heads or a count.")
+QUERY_BUDGET = typer.Option(32, help="SEEKR: query rows per sample for distillation (0: all).")
+LOGIT_TOPK = typer.Option(64, help="DER++/SEEKR: teacher logits kept per position (0: full vocabulary).")
+LAM = typer.Option(1000.0, help="SEEKR: attention-distillation weight.")
+ALPHA = typer.Option(0.5, help="DER++/SEEKR: logit-distillation weight on replay steps.")
+FAITHFUL = typer.Option(False, "--faithful", help="Reproduce the original code's choices (design doc §11).")
+LORA = typer.Option(False, "--lora", help="Train LoRA adapters (all linear layers) instead of all weights.")
+LORA_RANK = typer.Option(8, help="LoRA rank (with --lora).")
+MAX_LEN = typer.Option(256, help="Longest training sequence in tokens (cut from the left).")
+EVAL_MAX = typer.Option(0, help="Test items per task (0: all).")
+NEW_TOKENS = typer.Option(24, help="Most tokens generated per test answer (less when training answers are shorter).")
+EVAL_BATCH = typer.Option(8, help="Test prompts per generate() call.")
+CKPT_EVERY = typer.Option(50, help="Micro-steps between mid-task checkpoints.")
+WIKI_TRAIN = typer.Option(200, help="wiki benchmark: training items per task.")
+WIKI_TEST = typer.Option(50, help="wiki benchmark: test items per task.")
+
+
+def config_from(options: dict):
+    """A CLConfig from a command's parameters (named like its fields; epochs given as "1" or "5,5,10")."""
+    from dataclasses import fields
+
+    from headwise.cl.config import CLConfig
+    from headwise.cli.common import int_list
+
+    kw = {f.name: options[f.name] for f in fields(CLConfig) if f.name in options}
+    epochs = int_list(kw["epochs"], "--epochs")
+    kw["epochs"] = epochs[0] if len(epochs) == 1 else epochs
+    return CLConfig(**kw)
+
+
 @app.command()
 def run(
-    model: str = MODEL,
-    benchmark: str = typer.Option("wiki", help="wiki (offline Wikipedia tasks), trace:DIR or superni:DIR."),
+    model: str = MODEL, benchmark: str = BENCHMARK,
     method: str = typer.Option("seekr", help="seqft, replay, derpp or seekr."),
     replay: float = typer.Option(0.01, help="Replay ratio in (0, 1], or a whole count of samples per task."),
-    order: str = typer.Option("1", help="Task order, from the benchmark's orders.json (or TRACE/SuperNI's)."),
-    tasks: int = typer.Option(0, help="Use only the first N tasks of the order (0: all)."),
-    epochs: str = typer.Option("1", help="Epochs per task: one number, or one per task like 5,5,10."),
-    batch_size: int = typer.Option(2, help="Sequences per micro-step (split over processes)."),
-    grad_accum: int = typer.Option(1, help="Micro-steps per optimizer step."),
-    lr: float = typer.Option(1e-5, help="Learning rate (AdamW, constant)."),
-    seed: int = typer.Option(1234, help="Seed of data order, replay sampling and query rows."),
-    layer_budget: float = typer.Option(0.75, help="Layers kept: a fraction < 1 or a count."),
-    head_budget: float = typer.Option(0.125, help="Heads kept: a fraction < 1 of all heads or a count."),
-    query_budget: int = typer.Option(32, help="Query rows per sample for distillation (0: all)."),
-    logit_topk: int = typer.Option(64, help="Teacher logits kept per position (0: full vocabulary)."),
-    lam: float = typer.Option(1000.0, help="Attention-distillation weight."),
-    alpha: float = typer.Option(0.5, help="Logit-distillation weight on replay steps."),
-    faithful: bool = typer.Option(False, "--faithful", help="Reproduce the original code's choices (design doc §11)."),
-    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters instead of all weights."),
-    max_len: int = typer.Option(256, help="Longest training sequence in tokens (cut from the left)."),
-    eval_max: int = typer.Option(0, help="Test items per task (0: all)."),
-    checkpoint_every: int = typer.Option(50, help="Micro-steps between mid-task checkpoints."),
-    wiki_train: int = typer.Option(200, help="wiki benchmark: training items per task."),
-    wiki_test: int = typer.Option(50, help="wiki benchmark: test items per task."),
+    order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
+    lr: float = LR, seed: int = typer.Option(1234, help="Seed of data order, replay sampling and query rows."),
+    layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET, query_budget: int = QUERY_BUDGET,
+    logit_topk: int = LOGIT_TOPK, lam: float = LAM, alpha: float = ALPHA, faithful: bool = FAITHFUL,
+    lora: bool = LORA, lora_rank: int = LORA_RANK, max_len: int = MAX_LEN, eval_max: int = EVAL_MAX,
+    max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH, checkpoint_every: int = CKPT_EVERY,
+    wiki_train: int = WIKI_TRAIN, wiki_test: int = WIKI_TEST,
     out: str = typer.Option(..., help="Run directory; rerun with the same one to resume."),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
 ) -> None:
     """Learn the tasks in order, evaluate after each, and write RUN_DIR/results.json (matrix, OP, BWT, FWT)."""
-    from headwise.cl.config import CLConfig
-    from headwise.cli.common import int_list
-
-    ep = int_list(epochs, "--epochs")
-    config = CLConfig(method=method, replay=replay, epochs=ep[0] if len(ep) == 1 else ep, batch_size=batch_size,
-                      grad_accum=grad_accum, lr=lr, seed=seed, layer_budget=layer_budget, head_budget=head_budget,
-                      query_budget=query_budget, logit_topk=logit_topk, lam=lam, alpha=alpha, faithful=faithful,
-                      lora=lora, max_len=max_len, eval_max=eval_max, checkpoint_every=checkpoint_every)
+    config = config_from(locals())
     result = run_cl(model, benchmark, out, config, order, tasks, wiki_train, wiki_test, dtype, device,
                     trust_remote_code, log=(lambda s: None) if as_json else typer.echo)
     emit(result, as_json, summary(result, out))
+
+
+@app.command()
+def table(
+    model: str = MODEL, benchmark: str = BENCHMARK,
+    methods: str = typer.Option("seqft,replay@0.01,replay@0.1,derpp@0.01,seekr@0.01",
+                                help="Methods with their replay ratios, comma-separated (seqft needs none)."),
+    seeds: str = typer.Option("0,1,2", help="Seeds, e.g. 0,1,2: one run per method and seed."),
+    order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
+    lr: float = LR, layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET,
+    query_budget: int = QUERY_BUDGET, logit_topk: int = LOGIT_TOPK, lam: float = LAM, alpha: float = ALPHA,
+    faithful: bool = FAITHFUL, lora: bool = LORA, lora_rank: int = LORA_RANK, max_len: int = MAX_LEN,
+    eval_max: int = EVAL_MAX, max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH,
+    checkpoint_every: int = CKPT_EVERY, wiki_train: int = WIKI_TRAIN, wiki_test: int = WIKI_TEST,
+    out: str = typer.Option(..., help="Table directory (one `cl run` directory per method and seed; resumable)."),
+    dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
+) -> None:
+    """OP, BWT and FWT of several methods over several seeds (mean +- std); writes OUT/table.md and table.png."""
+    from headwise.cl.table import parse_variants
+    from headwise.cl.table import table as run_table
+    from headwise.cli.common import int_list
+
+    base = config_from({**locals(), "method": "seqft", "replay": 0.01, "seed": 0})
+    settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
+                "wiki_test": wiki_test, "dtype": dtype}
+    log = (lambda s: None) if as_json else typer.echo
+
+    def run_one(run_dir: Path, config) -> dict:
+        return run_cl(model, benchmark, str(run_dir), config, order, tasks, wiki_train, wiki_test, dtype, device,
+                      trust_remote_code, log=log)
+
+    result = run_table(out, parse_variants(methods), int_list(seeds, "--seeds") or [0], base, run_one, settings, log)
+    emit(result["table"], as_json, result["markdown"] + f"\ntable: {Path(out) / 'table.md'}")
 
 
 def summary(result: dict, out: str | Path) -> str:

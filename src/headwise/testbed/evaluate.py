@@ -6,10 +6,10 @@ continues where it stopped; every method sees the same scenes of a seed.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headwise.eval.stats import mean_std
 from headwise.eval.vlm import DecodeConfig, run_chair, run_pope
 from headwise.runs import Run, atomic_write
 from headwise.testbed.dataset import POPE_SPLITS, make
@@ -34,11 +34,6 @@ class TableConfig:
     alpha: float = 2.0
     layers: list[int] | None = None
     batch_size: int = 6
-
-
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-            "values": values}
 
 
 def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> dict:
@@ -71,7 +66,7 @@ def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> d
                 p = run_pope(model, processor, bench / f"pope_{split}.jsonl", bench / "images", answer, run)
                 for key in ("f1", "accuracy", "yes_ratio"):
                     row.setdefault(f"pope_{split}_{key}", []).append(p["metrics"][key])
-    summary = {m: {k: _mean_std(v) for k, v in row.items()} for m, row in rows.items()}
+    summary = {m: {k: mean_std(v) for k, v in row.items()} for m, row in rows.items()}
     result = {"table": summary, "markdown": markdown(summary, cfg)}
     atomic_write(out / "table.md", result["markdown"] + "\n")
     table_run.finish(result)

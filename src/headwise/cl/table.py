@@ -1,0 +1,97 @@
+"""The OP/BWT table: several methods, each at its replay ratio, over several seeds, mean +- std.
+
+Every (variant, seed) is an ordinary `headwise cl run` directory under OUT, so an interrupted table
+continues where it stopped and any cell can be inspected with `headwise cl report`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from headwise.cl.config import METHODS, CLConfig
+from headwise.errors import HeadwiseError
+from headwise.eval.stats import mean_std
+from headwise.runs import Run, atomic_write
+
+DEFAULT_VARIANTS = "seqft,replay@0.01,replay@0.1,derpp@0.01,seekr@0.01"
+COLUMNS = (("op", "OP"), ("bwt", "BWT 1/(T-1)"), ("bwt_paper", "BWT 1/T (paper)"), ("fwt", "FWT"))
+
+
+def parse_variants(spec: str) -> list[tuple[str, float]]:
+    """'seqft,replay@0.01,seekr@0.01' -> [(method, replay ratio)]; seqft keeps no buffer, so needs no ratio."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        method, _, ratio = part.partition("@")
+        if method not in METHODS:
+            raise HeadwiseError(f"unknown method {method!r} in {part!r}; use one of {', '.join(METHODS)}.")
+        if method != "seqft" and not ratio:
+            raise HeadwiseError(f"{part!r} needs a replay ratio, like {method}@0.01.")
+        try:
+            value = float(ratio) if ratio else 0.01
+        except ValueError:
+            raise HeadwiseError(f"the replay ratio in {part!r} is not a number.") from None
+        out.append((method, value))
+    if not out:
+        raise HeadwiseError("no methods given; use e.g. --methods seqft,replay@0.01,seekr@0.01.")
+    return out
+
+
+def label(method: str, ratio: float) -> str:
+    return method if method == "seqft" else f"{method}@{ratio:g}"
+
+
+def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], base: CLConfig,
+          run_one: Callable[[Path, CLConfig], dict], settings: dict | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every cell with `run_one(run_dir, config)` and write OUT/table.md and results.json."""
+    out = Path(out)
+    cells = [(m, r, s) for m, r in variants for s in seeds]
+    configs = [replace(base, method=m, replay=r, seed=s) for m, r, s in cells]  # validates every cell first
+    table_run = Run(out, "cl table", {"variants": [label(m, r) for m, r in variants], "seeds": seeds,
+                                      "base": base.to_dict(), **(settings or {})})
+    per: dict[str, dict[str, list[float]]] = {}
+    for (m, r, s), cfg in zip(cells, configs):
+        name = label(m, r)
+        log(f"[{len(per.get(name, {}).get('op', [])) + 1}/{len(seeds)}] {name} seed {s}")
+        t0 = time.perf_counter()
+        res = run_one(out / f"{name}-seed{s}", cfg)
+        row = per.setdefault(name, {})
+        for key, _ in COLUMNS:
+            row.setdefault(key, []).append(res[key])
+        row.setdefault("train_seconds", []).append(sum(v.get("seconds", 0.0) for v in res["timing"].values()))
+        row.setdefault("wall_seconds", []).append(time.perf_counter() - t0)
+    summary = {name: {k: mean_std(v) for k, v in row.items()} for name, row in per.items()}
+    result = {"table": summary, "markdown": markdown(summary)}
+    atomic_write(out / "table.md", result["markdown"] + "\n")
+    _plot(summary, out / "table.png")
+    table_run.finish(result)
+    return result
+
+
+def markdown(summary: dict) -> str:
+    head = ["method"] + [h for _, h in COLUMNS] + ["train s / run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in summary.items():
+        cells = [f"{100 * row[k]['mean']:.1f} ± {100 * row[k]['std']:.1f}" for k, _ in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['train_seconds']['mean']:.0f} |")
+    return "\n".join(lines)
+
+
+def _plot(summary: dict, path: Path) -> Path:
+    from headwise.plots import plt, save
+
+    names = list(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.4 * len(names) + 2), 3.2))
+    for ax, (key, title) in zip(axes, (("op", "OP (higher is better)"), ("bwt", "BWT 1/(T-1) (0 = no forgetting)"))):
+        ax.bar(range(len(names)), [100 * summary[n][key]["mean"] for n in names],
+               yerr=[100 * summary[n][key]["std"] for n in names], capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(title)
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from headwise.cl.config import CLConfig
+from headwise.cl.table import parse_variants, table
+from headwise.errors import HeadwiseError
+
+from test_data_cli import cli
+
+
+def test_parse_variants():
+    assert parse_variants("seqft, replay@0.01,seekr@0.1") == [("seqft", 0.01), ("replay", 0.01), ("seekr", 0.1)]
+    for bad, msg in (("nope@0.1", "unknown method"), ("replay", "needs a replay ratio"),
+                     ("seekr@x", "not a number"), (" , ", "no methods")):
+        with pytest.raises(HeadwiseError, match=msg):
+            parse_variants(bad)
+
+
+def fake_run(calls):
+    """A stand-in for `cl run`: OP grows with the seed, BWT depends on the method."""
+    def run_one(run_dir, cfg):
+        calls.append((run_dir.name, cfg.method, cfg.replay, cfg.seed))
+        bwt = {"seqft": -0.4, "seekr": -0.1}[cfg.method]
+        return {"op": 0.5 + 0.1 * cfg.seed, "bwt": bwt, "bwt_paper": bwt * 0.8, "fwt": 0.0,
+                "timing": {"a": {"seconds": 2.0}, "b": {"seconds": 3.0}}}
+    return run_one
+
+
+def test_table_means_and_stds_over_seeds(tmp_path):
+    calls = []
+    res = table(tmp_path / "t", [("seqft", 0.01), ("seekr", 0.05)], [0, 2], CLConfig(lr=1e-3), fake_run(calls),
+                log=lambda s: None)
+    assert [c[0] for c in calls] == ["seqft-seed0", "seqft-seed2", "seekr@0.05-seed0", "seekr@0.05-seed2"]
+    assert calls[2][1:] == ("seekr", 0.05, 0)
+    row = res["table"]["seekr@0.05"]
+    assert row["op"]["mean"] == pytest.approx(0.6) and row["op"]["std"] == pytest.approx(0.1)
+    assert row["bwt"]["values"] == [-0.1, -0.1] and row["train_seconds"]["mean"] == 5.0
+    md = (tmp_path / "t" / "table.md").read_text()
+    assert "| seqft | 60.0 ± 10.0 | -40.0 ± 0.0 | -32.0 ± 0.0 | 0.0 ± 0.0 | 5 |" in md
+    assert (tmp_path / "t" / "table.png").is_file()
+    saved = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert saved["config"]["variants"] == ["seqft", "seekr@0.05"] and saved["config"]["base"]["lr"] == 1e-3
+    # Other settings in the same directory are refused rather than mixed.
+    with pytest.raises(HeadwiseError, match="different settings"):
+        table(tmp_path / "t", [("seqft", 0.01)], [0], CLConfig(lr=1e-3), fake_run([]), log=lambda s: None)
+
+
+def test_table_refuses_bad_cells_before_running_any(tmp_path):
+    calls = []
+    with pytest.raises(HeadwiseError, match="replay must be"):
+        table(tmp_path / "t", [("seqft", 0.01), ("replay", 2.5)], [0], CLConfig(), fake_run(calls))
+    assert calls == [] and not (tmp_path / "t").exists()
+
+
+def test_cli_table_bad_methods_exit_2(tmp_path):
+    p = cli("table", "--model", "smollm2", "--methods", "replay", "--out", str(tmp_path / "t"))
+    assert p.returncode == 2 and "needs a replay ratio" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "t").exists()
