@@ -21,18 +21,9 @@ def reference_wanda_mask(weight_out_in, inputs, ratio):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "opt"])
-def test_wanda_masks_match_an_independent_computation(family, calibrate):
+def test_wanda_masks_match_an_independent_computation(family, calibrate, linear_inputs):
     model, calib = calibrate(family)
-    # Record each linear's inputs on the dense model independently of the calibration hooks.
-    inputs, handles = {}, []
-    for b, linears in enumerate(block_linears(model)):
-        for name, mod in linears:
-            handles.append(mod.register_forward_pre_hook(
-                lambda m, a, key=(b, name): inputs.setdefault(key, []).append(a[0].reshape(-1, a[0].shape[-1]))))
-    with torch.no_grad():
-        model(input_ids=calib.ids, use_cache=False)
-    for h in handles:
-        h.remove()
+    inputs = linear_inputs(model, calib.ids)
     dense = {k: (m.weight.t() if type(m).__name__ == "Conv1D" else m.weight).detach().clone()
              for k, m in ((( b, n), m) for b, ls in enumerate(block_linears(model)) for n, m in ls)}
     pruner = WandaPruner(model, calib.norms)
@@ -41,7 +32,7 @@ def test_wanda_masks_match_an_independent_computation(family, calibrate):
     for b, linears in enumerate(block_linears(model)):
         for name, mod in linears:
             w = mod.weight.t() if type(mod).__name__ == "Conv1D" else mod.weight
-            expected = reference_wanda_mask(dense[(b, name)], torch.cat(inputs[(b, name)]), ratios[b])
+            expected = reference_wanda_mask(dense[(b, name)], inputs[(b, name)], ratios[b])
             pruned = (w == 0) & (dense[(b, name)] != 0)
             assert torch.equal(pruned, expected), (family, b, name)
 

@@ -19,14 +19,19 @@ SHIPPED = Path(__file__).resolve().parent.parent / "compress" / "shipped" / "smo
 @app.command()
 def fit(
     model: str = MODEL,
-    space: str = typer.Option("unstructured", help="unstructured (one Wanda ratio per block) or depth (blocks removed)."),
+    space: str = typer.Option("unstructured", help="unstructured (one sparsity ratio per block) or depth (blocks removed)."),
+    method: str = typer.Option("wanda", help="Unstructured pruner: wanda (cached input norms, no weight update; a "
+                               "strategy applies in about a second) or sparsegpt (cached per-layer Hessians, OBS "
+                               "weight updates; tens of seconds per strategy on CPU, and it needs many more "
+                               "calibration tokens than a layer has inputs, or it fits them). serve uses the "
+                               "StratNet's own."),
     evals: int = typer.Option(48, help="Budget of true evaluations (prune + KL on calibration tokens)."),
     initial: int = typer.Option(16, help="Evaluations of the initial design, spread over sparsities."),
     batch: int = typer.Option(4, help="New evaluations per round, proposed by StratNet."),
     steps: int = typer.Option(400, help="StratNet Adam steps per round."),
     data: str = typer.Option("wiki-en", help="Text: wiki-en/fr/es (train split calibrates, test split scores) or a UTF-8 file."),
     seq_len: int = typer.Option(128, help="Tokens per window."),
-    windows: int = typer.Option(2, help="Calibration windows (Wanda norms and KL)."),
+    windows: int = typer.Option(2, help="Calibration windows (the pruner's statistics and KL)."),
     ppl_windows: int = typer.Option(4, help="Test windows for perplexity when serving."),
     max_ratio: float = typer.Option(0.9, help="Largest per-block sparsity StratNet may output."),
     seed: int = typer.Option(0, help="Seed of the initial design and StratNet."),
@@ -38,7 +43,7 @@ def fit(
     from headwise.compress.fit import check_config, fit as do_fit
     from headwise.runs import Run
 
-    calib_cfg = CalibConfig(data=data, seq_len=seq_len, windows=windows, ppl_windows=ppl_windows)
+    calib_cfg = CalibConfig(data=data, seq_len=seq_len, windows=windows, ppl_windows=ppl_windows, method=method)
     fit_cfg = FitConfig(space=space, evals=evals, initial=initial, batch=batch, steps=steps, max_ratio=max_ratio,
                         max_sparsity=min(0.8, max_ratio) if space == "unstructured" else 0.5, seed=seed)
     check_config(fit_cfg, calib_cfg)

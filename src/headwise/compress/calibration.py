@@ -1,9 +1,12 @@
 """Calibration statistics, collected once on the dense model and cached: the calibration tokens, the dense
-model's next-token log-probabilities on them (the reference of the KL objective) and, for Wanda, the L2 norm
-of every input feature of every linear layer inside the decoder blocks."""
+model's next-token log-probabilities on them (the reference of the KL objective), the L2 norm of every input
+feature of every linear layer inside the decoder blocks (Wanda's statistic, also OWL's) and, only when SparseGPT
+is asked for, each layer's Hessian 2 X^T X / tokens (in_features^2 floats, so one per distinct input: q/k/v and
+gate/up share theirs)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,8 @@ class Calibration:
     dense_logp: torch.Tensor          # [windows, seq_len, vocab] dense next-token log-probs, float32
     norms: list[dict[str, torch.Tensor]]  # per block: linear name -> ||X_j||_2 over calibration tokens
     ppl_ids: torch.Tensor             # [ppl_windows, seq_len] perplexity windows
+    # per block: linear name -> Hessian; linears with the same input hold the same tensor. None unless SparseGPT.
+    hessians: list[dict[str, torch.Tensor]] | None = None
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
@@ -52,6 +57,13 @@ class Calibration:
         for b, block in enumerate(self.norms):
             for name, v in block.items():
                 tensors[f"norm.{b}.{name}"] = v
+        for b, block in enumerate(self.hessians or []):
+            # A shared Hessian is stored once, under its linears' names joined by commas.
+            shared: dict[int, list[str]] = {}
+            for name, h in block.items():
+                shared.setdefault(id(h), []).append(name)
+            for names in shared.values():
+                tensors[f"hessian.{b}.{','.join(names)}"] = block[names[0]]
         tmp = Path(path).with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         atomic_write(path, tmp.read_bytes())
@@ -63,16 +75,52 @@ class Calibration:
 
         t = load_file(str(path))
         norms: list[dict[str, torch.Tensor]] = [{} for _ in range(num_blocks)]
+        hessians: list[dict[str, torch.Tensor]] = [{} for _ in range(num_blocks)]
         for key, v in t.items():
-            if key.startswith("norm."):
-                _, b, name = key.split(".", 2)
-                norms[int(b)][name] = v
-        return cls(t["ids"], t["dense_logp"], norms, t["ppl_ids"])
+            kind, _, rest = key.partition(".")
+            if kind in ("norm", "hessian"):
+                b, names = rest.split(".", 1)
+                for name in names.split(",") if kind == "hessian" else [names]:
+                    (norms if kind == "norm" else hessians)[int(b)][name] = v
+        return cls(t["ids"], t["dense_logp"], norms, t["ppl_ids"], hessians if any(hessians) else None)
+
+
+class _Hessians:
+    """Sums 2 X^T X over the calibration tokens for each distinct input of one block's linears.
+
+    Linears reading one tensor (q/k/v, gate/up) are called one after another, so a linear whose input equals
+    the previous linear's shares that linear's Hessian; who shares with whom is fixed on the first batch.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, int] = {}
+        self.owner: dict[str, str] = {}
+        self.last: tuple[torch.Tensor, str] | None = None
+
+    def add(self, name: str, x: torch.Tensor) -> None:
+        if name not in self.owner:
+            prev = self.last
+            same = prev is not None and prev[0].shape == x.shape and (prev[0] is x or torch.equal(prev[0], x))
+            self.owner[name] = prev[1] if same else name
+        owner = self.owner[name]
+        self.last = (x, owner)
+        if owner == name:
+            x = x.reshape(-1, x.shape[-1])
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 models keep float64
+            h = 2 * x.t() @ x
+            self.sums[name] = h if name not in self.sums else self.sums[name] + h
+            self.tokens[name] = self.tokens.get(name, 0) + x.shape[0]
+
+    def result(self) -> dict[str, torch.Tensor]:
+        means = {name: (h / self.tokens[name]).cpu() for name, h in self.sums.items()}
+        return {name: means[owner] for name, owner in self.owner.items()}
 
 
 @torch.no_grad()
 def collect(model, tokenizer, config: CalibConfig) -> Calibration:
-    """One pass of the dense model over the calibration windows, recording log-probs and Wanda input norms."""
+    """One pass of the dense model over the calibration windows, recording log-probs, input norms and (for
+    SparseGPT) Hessians."""
     cal_text, ppl_text = texts(config.data)
     ids = token_windows(tokenizer, cal_text, config.seq_len, config.windows)
     ppl_ids = token_windows(tokenizer, ppl_text, config.seq_len, config.ppl_windows)
@@ -81,14 +129,17 @@ def collect(model, tokenizer, config: CalibConfig) -> Calibration:
                             f"fewer than the {config.windows} asked for.")
     linears = block_linears(model)
     sq: list[dict[str, torch.Tensor]] = [{} for _ in linears]
+    hess = [_Hessians() for _ in linears] if config.method == "sparsegpt" else None
     handles = []
     for b, block in enumerate(linears):
         for name, mod in block:
             def hook(_m, args, b=b, name=name):
-                x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+                x = args[0].detach()
+                s = x.reshape(-1, x.shape[-1]).float().pow(2).sum(0).cpu()
                 acc = sq[b].get(name)
-                s = x.pow(2).sum(0).cpu()
                 sq[b][name] = s if acc is None else acc + s
+                if hess is not None:
+                    hess[b].add(name, args[0])  # the very tensor, so sharing is usually an identity check
             handles.append(mod.register_forward_pre_hook(hook))
     device = next(model.parameters()).device
     logps = []
@@ -100,4 +151,11 @@ def collect(model, tokenizer, config: CalibConfig) -> Calibration:
         for h in handles:
             h.remove()
     norms = [{name: v.sqrt() for name, v in block.items()} for block in sq]
-    return Calibration(ids, torch.cat(logps), norms, ppl_ids)
+    hessians = [h.result() for h in hess] if hess else None
+    widest = max((len(h) for block in hessians or [] for h in block.values()), default=0)
+    if ids.numel() < widest:
+        # KL is measured on these same tokens, so an overfitted update would look better than it is.
+        warnings.warn(f"SparseGPT calibrates on {ids.numel()} tokens, fewer than the widest layer input ({widest}): "
+                      "its weight updates will fit these tokens and the KL objective will flatter it; use more "
+                      "windows.", stacklevel=2)
+    return Calibration(ids, torch.cat(logps), norms, ppl_ids, hessians)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from headwise.errors import HeadwiseError
+
 SPACES = ("unstructured", "depth")
+METHODS = ("wanda", "sparsegpt")
 MAX_SPARSITY = 0.95
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise HeadwiseError(f"unknown pruning method {method!r}; use one of {', '.join(METHODS)}.")
 
 
 @dataclass
@@ -16,9 +24,12 @@ class CalibConfig:
         data: text source: wiki-en/fr/es (train split for calibration, test split for perplexity) or a UTF-8 file
             (its first part calibrates, the rest is scored; see `calibration.texts`).
         seq_len: tokens per window.
-        windows: calibration windows: Wanda input norms and the KL objective use the same tokens.
+        windows: calibration windows: the pruner's statistics and the KL objective use the same tokens.
         ppl_windows: test windows for perplexity.
         batch_size: windows per forward pass.
+        method: unstructured pruner, "wanda" (input norms, no weight update) or "sparsegpt" (per-layer Hessians,
+            OBS weight updates). It lives here because it decides which statistics calibration collects, and
+            runs saved before it existed load as "wanda".
     """
 
     data: str = "wiki-en"
@@ -26,6 +37,7 @@ class CalibConfig:
     windows: int = 2
     ppl_windows: int = 4
     batch_size: int = 2
+    method: str = "wanda"
 
 
 @dataclass
@@ -33,7 +45,8 @@ class FitConfig:
     """The GP / StratNet loop (PSL-MOBO pattern).
 
     Args:
-        space: "unstructured" (one Wanda sparsity ratio per decoder block) or "depth" (blocks removed).
+        space: "unstructured" (one sparsity ratio per decoder block, applied by `CalibConfig.method`) or "depth"
+            (blocks removed).
         evals: budget of true evaluations (prune, forward, KL), the initial design included.
         initial: evaluations of the initial design; the rest come in rounds of `batch`.
         batch: new evaluations per round, chosen from StratNet's outputs.

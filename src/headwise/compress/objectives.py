@@ -10,8 +10,9 @@ from contextlib import contextmanager
 import torch
 
 from headwise.compress.calibration import Calibration
-from headwise.compress.config import SPACES
+from headwise.compress.config import SPACES, check_method
 from headwise.compress.depth import DepthPruner
+from headwise.compress.sparsegpt import SparseGPTPruner
 from headwise.compress.wanda import WandaPruner
 from headwise.errors import HeadwiseError
 from headwise.eval.perplexity import perplexity
@@ -46,21 +47,32 @@ def mean_kl(model, ids: torch.Tensor, dense_logp: torch.Tensor, batch_size: int 
     return total / count
 
 
+def make_pruner(model, calib: Calibration, space: str = "unstructured", method: str = "wanda"):
+    """The one place that picks the pruner: blocks removed (depth), or per-block ratios applied by `method` from
+    the cached statistics (unstructured)."""
+    if space not in SPACES:
+        raise HeadwiseError(f"unknown space {space!r}; use one of {', '.join(SPACES)}.")
+    if space == "depth":
+        return DepthPruner(model)
+    check_method(method)
+    return SparseGPTPruner(model, calib.hessians) if method == "sparsegpt" else WandaPruner(model, calib.norms)
+
+
 class Evaluator:
     """True evaluation of strategies on one model: apply, measure, restore.
 
     Args:
         model: the dense model; it is modified while a strategy is applied and restored afterwards.
         calib: the cached calibration statistics.
-        space: "unstructured" (per-block Wanda ratios) or "depth" (0/1 per block, 1 = removed).
+        space: "unstructured" (per-block sparsity ratios) or "depth" (0/1 per block, 1 = removed).
         batch_size: windows per forward pass.
+        method: the unstructured pruner, "wanda" or "sparsegpt" (`CalibConfig.method`).
     """
 
-    def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2):
-        if space not in SPACES:
-            raise HeadwiseError(f"unknown space {space!r}; use one of {', '.join(SPACES)}.")
+    def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2,
+                 method: str = "wanda"):
         self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
-        self.pruner = WandaPruner(model, calib.norms) if space == "unstructured" else DepthPruner(model)
+        self.pruner = make_pruner(model, calib, space, method)
         self.num_blocks = self.pruner.num_blocks
         self.evaluations = 0
         self.seconds = 0.0

@@ -18,7 +18,8 @@ from headwise.errors import HeadwiseError
 
 
 class Server:
-    """A trained StratNet with what it was trained for (model fingerprint, space, calibration settings)."""
+    """A trained StratNet with what it was trained for (model fingerprint, space, calibration settings, which
+    name its pruning method; StratNets saved before the method existed are Wanda's)."""
 
     def __init__(self, directory: str | Path):
         self.net, self.meta = sn.load(Path(directory))
@@ -56,7 +57,7 @@ def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibra
     from tqdm.auto import tqdm
 
     server.check_model(model)
-    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size)
+    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size, server.calib_config.method)
     path = run.path("results.jsonl")
     done = {}
     if path.is_file():

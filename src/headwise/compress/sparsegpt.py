@@ -1,0 +1,120 @@
+"""SparseGPT (Frantar and Alistarh, ICML 2023) applied with one sparsity ratio per decoder block, from cached
+Hessians, with exact restore.
+
+Per linear layer with calibration inputs X: H = 2 X^T X / tokens (cached by calibration) plus 1% of its mean
+diagonal, and U the upper Cholesky factor of H^-1. Columns are processed left to right in blocks of 128.
+Pruning weight w_q costs w_q^2 / U_qq^2, and its error is compensated on the later weights of its row by OBS,
+delta = -(w_q / U_qq) U_{q, q:}, applied lazily per column block as in the reference. Rows are independent given
+U, so linears that share an input (q/k/v, gate/up) share U and are pruned as one stacked matrix.
+
+Two choices of ours:
+- The mask is chosen adaptively when a column block is reached, as in the reference, but row by row. The prunes a
+  row still owes go to its lowest-cost columns among all columns not yet processed, and those inside the
+  current block are pruned now. So every row ends with exactly round(s * in_features) zeros, Wanda's count. The
+  reference's single threshold over a whole block lets rows differ.
+- Deviation: one-shot inputs. Every layer's Hessian comes from the dense model's inputs, collected once. The
+  reference prunes blocks sequentially and feeds each block the pruned model's outputs. That would need a new
+  calibration pass per strategy, which UniCuCo's "calibrate once, apply any strategy" rules out.
+
+Applying a strategy recomputes only the blocks whose ratio changed. Each block also keeps its last pruned
+weights (one extra copy of the block weights), so re-applying a ratio after `restore` is a copy. Every true
+evaluation restores, and an evolutionary search changes only a few blocks at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from headwise.compress.unstructured import BlockPruner, Linear, row_rank, statistic
+from headwise.errors import HeadwiseError
+
+BLOCKSIZE = 128
+DAMP = 0.01
+
+
+def inverse_factor(hessian: torch.Tensor, damp: float = DAMP) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, dead): U the upper Cholesky factor of (H + damp * mean(diag H) * I)^-1.
+
+    `dead` marks inputs that were always zero. Their diagonal is set to 1 so that H stays invertible, and their
+    weights are pruned, as in the reference.
+    """
+    h = hessian.clone()
+    dead = h.diagonal() == 0
+    h.diagonal()[dead] = 1
+    h.diagonal().add_(damp * h.diagonal().mean())
+    try:
+        low = torch.linalg.cholesky(h)
+    except torch.linalg.LinAlgError as err:
+        raise HeadwiseError("a calibration Hessian is not positive definite even after dampening; "
+                            "calibrate on more tokens.") from err
+    return torch.linalg.cholesky(torch.cholesky_inverse(low), upper=True), dead
+
+
+def prune(weight: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, k: int,
+          blocksize: int = BLOCKSIZE) -> torch.Tensor:
+    """SparseGPT on one [out, in] weight. Exactly k weights per row are zeroed and the rest are updated; the
+    result is in U's dtype."""
+    w = weight.to(u.dtype).clone()
+    w[:, dead] = 0
+    cols = w.shape[1]
+    due = torch.full((w.shape[0], 1), k, device=w.device)  # prunes each row still owes
+    cost_scale = u.diagonal().pow(2)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        rank = row_rank(w[:, i1:].pow(2) / cost_scale[i1:])
+        mask = (rank < due)[:, :i2 - i1]
+        due = due - mask.sum(1, keepdim=True)
+        u1, w1 = u[i1:i2, i1:i2], w[:, i1:i2]  # w1 is a view: updating it updates w
+        err = torch.zeros_like(w1)
+        for i in range(i2 - i1):
+            err[:, i] = torch.where(mask[:, i], w1[:, i], 0) / u1[i, i]
+            w1[:, i + 1:] -= err[:, i, None] * u1[i, i + 1:]
+            w1[:, i] = torch.where(mask[:, i], 0, w1[:, i])
+        w[:, i2:] -= err @ u[i1:i2, i2:]
+    return w
+
+
+class SparseGPTPruner(BlockPruner):
+    """Prune a model's decoder blocks in place to per-block ratios by SparseGPT, and restore them exactly.
+
+    Args:
+        model: the dense model (its weights are modified in place by `apply`).
+        hessians: per block, linear name -> Hessian, where linears with the same input hold the same tensor
+            (`Calibration.hessians`, collected with method "sparsegpt").
+        blocksize: columns per lazy-update block.
+    """
+
+    def __init__(self, model, hessians: list[dict[str, torch.Tensor]] | None, blocksize: int = BLOCKSIZE):
+        if hessians is None:
+            raise HeadwiseError("SparseGPT needs the Hessians that calibration collects only with method "
+                                "'sparsegpt'; these statistics were collected for Wanda.")
+        super().__init__(model)
+        self.blocksize = blocksize
+        # Per block: (Hessian, the linears that read its input).
+        self.groups: list[list[tuple[torch.Tensor, list[Linear]]]] = []
+        for b, entries in enumerate(self.blocks):
+            shared: dict[int, tuple[torch.Tensor, list[Linear]]] = {}
+            for e in entries:
+                h = statistic(hessians, b, e.name, "Hessian")
+                shared.setdefault(id(h), (h, []))[1].append(e)
+            self.groups.append(list(shared.values()))
+        self.cache: list[tuple[float, list[torch.Tensor]] | None] = [None] * self.num_blocks
+
+    def _prune_block(self, b: int, ratio: float) -> None:
+        if self.cache[b] is None or self.cache[b][0] != ratio:
+            self.cache[b] = (ratio, self._pruned(b, ratio))
+        for e, w in zip(self.blocks[b], self.cache[b][1]):
+            e.write(w)
+
+    def _pruned(self, b: int, ratio: float) -> list[torch.Tensor]:
+        """Block b's weights pruned to `ratio`, each in its module's layout and dtype."""
+        out: dict[str, torch.Tensor] = {}
+        for h, entries in self.groups[b]:
+            w = torch.cat([e.out_in(e.dense) for e in entries])
+            k = entries[0].pruned_per_row(ratio)
+            if k:
+                u, dead = inverse_factor(h.to(w.device, torch.promote_types(w.dtype, torch.float32)))
+                w = prune(w, u, dead, k, self.blocksize)
+            for e, part in zip(entries, w.split([e.out_features for e in entries])):
+                out[e.name] = e.out_in(part).to(e.dense.dtype)
+        return [out[e.name] for e in self.blocks[b]]
