@@ -80,6 +80,11 @@ def test_projection_hits_the_target_exactly():
     s = project(x, "unstructured", target=0.6, upper=0.9)
     assert sum(s) / 4 == pytest.approx(0.6, abs=1e-5) and max(s) <= 0.9
     assert project(x, "depth", target=0.5) == [0.0, 1.0, 1.0, 0.0]
+    # A relaxed depth output asking for every block (a StratNet proposal while fitting) keeps one block;
+    # an explicit request for all of them is refused.
+    assert project(torch.ones(4, dtype=torch.float64) * 0.99, "depth") == [1.0, 1.0, 1.0, 0.0]
+    with pytest.raises(HeadwiseError, match="remove all 4 blocks"):
+        project(x, "depth", target=1.0)
 
 
 @pytest.mark.parametrize("bad, message", [

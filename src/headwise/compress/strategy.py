@@ -107,9 +107,13 @@ def project(x: torch.Tensor, space: str, target: float | None = None, upper: flo
     target; for depth, the round(target * d) (or round(sum x)) blocks with the largest x_i removed."""
     x = x.detach().double().view(-1)
     if space == "depth":
-        k = round(target * len(x)) if target is not None else round(x.sum().item())
-        if k >= len(x):
-            raise HeadwiseError(f"sparsity {target} would remove all {len(x)} blocks.")
+        if target is None:
+            # A relaxed output (a proposal while fitting) may sum to d; keep at least one block rather than fail.
+            k = min(round(x.sum().item()), len(x) - 1)
+        else:
+            k = round(target * len(x))
+            if k >= len(x):
+                raise HeadwiseError(f"sparsity {target} would remove all {len(x)} blocks.")
         return [float(v) for v in drop_top(x, k)]
     if target is not None:
         x = shift_to_sparsity(x, target, upper)
