@@ -90,33 +90,39 @@ def main() -> None:
     fit_seconds = state["seconds"]
     n = args.requests
     t_unicuco = fit_seconds + sum(serve_times)
-    t_search = n * statistics.mean(r["search_seconds"] for r in rows)
-    mean = {name: {k: statistics.mean(r[name][k] for r in rows) for k in ("kl", "ppl")}
-            for name in ("unicuco", "search", "uniform", "owl")}
+    names = ("unicuco", "search", "uniform", "owl")
+    # --search-requests 0 compares StratNets on quality alone (no speed-up).
+    t_search = n * statistics.mean(r["search_seconds"] for r in rows) if rows else None
+    mean = {name: {k: statistics.mean(r[name][k] for r in rows) for k in ("kl", "ppl")} for name in names} if rows else {}
     mean_all = {name: {k: statistics.mean(q[name][k] for q in quality.values()) for k in ("kl", "ppl")}
                 for name in ("unicuco", "uniform", "owl")}
     result = {
         "requests": n, "search_requests": len(rows), "fit_seconds": fit_seconds,
         "fit_true_evaluations": len(state["x"]), "serve_seconds_total": sum(serve_times),
         "unicuco_total_seconds": t_unicuco, "search_total_seconds_extrapolated": t_search,
-        "speedup": t_search / t_unicuco, "apply_one_strategy_seconds": apply_one,
-        "kl_ratio_unicuco_vs_search": mean["unicuco"]["kl"] / mean["search"]["kl"],
+        "speedup": t_search / t_unicuco if rows else None, "apply_one_strategy_seconds": apply_one,
+        "kl_ratio_unicuco_vs_search": mean["unicuco"]["kl"] / mean["search"]["kl"] if rows else None,
         "mean": mean, "quality_requests": len(quality), "mean_all_requests": mean_all,
-        "quality": [{"sparsity": s, **q} for s, q in quality.items()], "search_config": vars(cfg), "rows": rows, "env": environment(),
+        "quality": [{"sparsity": s, **q} for s, q in quality.items()], "search_config": vars(cfg), "rows": rows,
+        "stratnet": str(fit_dir), "env": environment(),
     }
     out = Path(args.out)
     atomic_write(out, json.dumps(result, indent=2) + "\n")
-    pareto({name: [(r[name]["sparsity"], r[name]["kl"]) for r in rows] for name in mean},
+    points = {name: [(q[name]["sparsity"], q[name]["kl"]) for q in quality.values()] for name in mean_all}
+    pareto(points | ({"search": [(r["search"]["sparsity"], r["search"]["kl"]) for r in rows]} if rows else {}),
            out.with_suffix(".png"))
-    print(f"{n} requests: UniCuCo {t_unicuco:.0f} s (fit {fit_seconds:.0f} s) vs per-request search "
-          f"{t_search:.0f} s (mean of {len(rows)}, x{n}): {result['speedup']:.1f}x")
+    if rows:
+        print(f"{n} requests: UniCuCo {t_unicuco:.0f} s (fit {fit_seconds:.0f} s) vs per-request search "
+              f"{t_search:.0f} s (mean of {len(rows)}, x{n}): {result['speedup']:.1f}x")
+        print(f"mean over the {len(rows)} searched requests:")
+        for name, v in mean.items():
+            print(f"  {name:8s} KL {v['kl']:.4f}  ppl {v['ppl']:.2f}")
     print(f"apply one strategy: {apply_one:.2f} s")
-    print(f"mean over the {len(rows)} searched requests:")
-    for name, v in mean.items():
-        print(f"  {name:8s} KL {v['kl']:.4f}  ppl {v['ppl']:.2f}")
     print(f"mean over {len(quality)} requests:")
     for name, v in mean_all.items():
         print(f"  {name:8s} KL {v['kl']:.4f}  ppl {v['ppl']:.2f}")
+    wins = sum(q["unicuco"]["kl"] < q["uniform"]["kl"] for q in quality.values())
+    print(f"UniCuCo's KL below uniform's on {wins} of {len(quality)} requests")
 
 
 if __name__ == "__main__":

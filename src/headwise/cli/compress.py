@@ -34,6 +34,10 @@ def fit(
     windows: int = typer.Option(2, help="Calibration windows (the pruner's statistics and KL)."),
     ppl_windows: int = typer.Option(4, help="Test windows for perplexity when serving."),
     max_ratio: float = typer.Option(0.9, help="Largest per-block sparsity StratNet may output."),
+    spread: float = typer.Option(0.05, help="Largest deviation of a block's ratio from the strategy's mean level "
+                                 "(unstructured): a trust region that keeps StratNet where the GP has data; 0 lifts it."),
+    serve_beta: float = typer.Option(-1.0, help="GP bound the served StratNet optimises: mean - beta * std of "
+                                     "log KL; negative is pessimistic."),
     seed: int = typer.Option(0, help="Seed of the initial design and StratNet."),
     out: str = typer.Option(None, help="Run directory; default runs/compress-fit/<time>. Rerun with the same one to resume."),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
@@ -45,7 +49,8 @@ def fit(
 
     calib_cfg = CalibConfig(data=data, seq_len=seq_len, windows=windows, ppl_windows=ppl_windows, method=method)
     fit_cfg = FitConfig(space=space, evals=evals, initial=initial, batch=batch, steps=steps, max_ratio=max_ratio,
-                        max_sparsity=min(0.8, max_ratio) if space == "unstructured" else 0.5, seed=seed)
+                        max_sparsity=min(0.8, max_ratio) if space == "unstructured" else 0.5, spread=spread,
+                        serve_beta=serve_beta, seed=seed)
     check_config(fit_cfg, calib_cfg)
     m, tok = load(model, dtype, device, trust_remote_code)
     run = Run(out, "compress fit", {"model": model, "dtype": dtype, "calibration": asdict(calib_cfg),

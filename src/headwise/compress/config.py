@@ -77,7 +77,7 @@ class FitConfig:
     prefs_per_step: int = 16
     beta: float = 0.1
     serve_beta: float = -1.0
-    spread: float = 0.15
+    spread: float = 0.05
     lr: float = 1e-3
     hidden: int = 256
     gp_iters: int = 150

@@ -35,6 +35,8 @@ def check_config(fit: FitConfig, calib: CalibConfig) -> None:
         raise HeadwiseError("need evals >= 4, 2 <= initial <= evals and batch >= 1.")
     if not 0 < fit.max_ratio <= 0.95 or not 0 <= fit.min_sparsity < fit.max_sparsity <= fit.max_ratio:
         raise HeadwiseError("need 0 < max_ratio <= 0.95 and 0 <= min_sparsity < max_sparsity <= max_ratio.")
+    if not 0 <= fit.spread <= fit.max_ratio:
+        raise HeadwiseError(f"the spread must be in [0, max_ratio], got {fit.spread}.")
     if calib.windows < 1 or calib.ppl_windows < 1 or calib.seq_len < 8:
         raise HeadwiseError("need at least one calibration and one perplexity window of at least 8 tokens.")
 
