@@ -52,6 +52,9 @@ def test_fit_refuses_bad_settings(tmp_path):
     assert isinstance(result.exception, HeadwiseError) and "unknown space" in str(result.exception)
     result = invoke("fit", "--model", "smollm2", "--evals", "2", "--out", tmp_path / "o")
     assert isinstance(result.exception, HeadwiseError)
+    result = invoke("fit", "--model", "smollm2", "--spread", "1.5", "--out", tmp_path / "o")
+    assert isinstance(result.exception, HeadwiseError) and "spread must be in" in str(result.exception)
+    assert not (tmp_path / "o").exists()
 
 
 def test_serve_without_a_stratnet(tmp_path):
