@@ -195,10 +195,11 @@ def demo(out: Path) -> str:
     """A 2-task SEEKR mini-run of SmolLM2 (LoRA) on the offline Wikipedia tasks, a few minutes on 2 cores."""
     from headwise.cl.config import CLConfig
 
-    # LoRA and 16 training items per task keep it to a few CPU-minutes; a real run uses `headwise cl run`.
-    config = CLConfig(method="seekr", replay=0.125, epochs=1, batch_size=4, lr=1e-3, lora=True, eval_max=16,
-                      max_len=112, max_new_tokens=6, eval_batch_size=16, checkpoint_every=1000)
-    result = run_cl("smollm2", "wiki", str(Path(out)), config, order="1", tasks=2, wiki_train=16, wiki_test=16,
+    # LoRA, 64 training items per task (16 steps: enough to learn the topic task) and 16 test items
+    # keep it to a couple of CPU-minutes; a real run uses `headwise cl run` or `headwise cl table`.
+    config = CLConfig(method="seekr", replay=0.0625, epochs=1, batch_size=4, lr=1e-3, lora=True, eval_max=16,
+                      max_len=112, max_new_tokens=8, eval_batch_size=16, checkpoint_every=1000)
+    result = run_cl("smollm2", "wiki", str(Path(out)), config, order="1", tasks=2, wiki_train=64, wiki_test=16,
                     log=lambda s: None)
     heads = result["heads"].get(result["tasks"][0], {})
     chosen = ", ".join(f"L{l}:{hs}" for l, hs in heads.items())
