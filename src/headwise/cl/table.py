@@ -6,7 +6,6 @@ continues where it stopped and any cell can be inspected with `headwise cl repor
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -58,13 +57,12 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
     for (m, r, s), cfg in zip(cells, configs):
         name = label(m, r)
         log(f"[{len(per.get(name, {}).get('op', [])) + 1}/{len(seeds)}] {name} seed {s}")
-        t0 = time.perf_counter()
         res = run_one(out / f"{name}-seed{s}", cfg)
         row = per.setdefault(name, {})
         for key, _ in COLUMNS:
             row.setdefault(key, []).append(res[key])
+        # Training time as the run recorded it, so a resumed table reports what the cells cost, not the resume.
         row.setdefault("train_seconds", []).append(sum(v.get("seconds", 0.0) for v in res["timing"].values()))
-        row.setdefault("wall_seconds", []).append(time.perf_counter() - t0)
     summary = {name: {k: mean_std(v) for k, v in row.items()} for name, row in per.items()}
     result = {"table": summary, "markdown": markdown(summary)}
     atomic_write(out / "table.md", result["markdown"] + "\n")

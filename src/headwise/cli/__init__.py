@@ -35,7 +35,9 @@ def demo(
     windows: int = typer.Option(1, help="Text windows the head scan averages over."),
     seq_len: int = typer.Option(192, help="Tokens per window."),
 ) -> None:
-    """Run the demo on the offline SmolLM2: a head-ablation scan on Wikipedia text (about 2 minutes on 2 CPU cores)."""
+    """The demo on the offline models: a head-ablation scan of SmolLM2, a 2-task SEEKR run, 3 UniCuCo requests from
+    the shipped StratNet, and greedy vs VHR captions of 30 testbed scenes with CHAIR, POPE and an example figure
+    (several minutes on 2 CPU cores; each part writes its own run directory under --out)."""
     from headwise.cli.demo import run_demo
 
     run_demo(out, windows=windows, seq_len=seq_len)

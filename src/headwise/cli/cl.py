@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from headwise.cl.table import DEFAULT_VARIANTS
 from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load
 from headwise.errors import HeadwiseError
 
@@ -128,7 +129,7 @@ def run(
 @app.command()
 def table(
     model: str = MODEL, benchmark: str = BENCHMARK,
-    methods: str = typer.Option("seqft,replay@0.01,replay@0.1,derpp@0.01,seekr@0.01",
+    methods: str = typer.Option(DEFAULT_VARIANTS,
                                 help="Methods with their replay ratios, comma-separated (seqft needs none)."),
     seeds: str = typer.Option("0,1,2", help="Seeds, e.g. 0,1,2: one run per method and seed."),
     order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
