@@ -122,5 +122,4 @@ def demo(out: Path) -> str:
     atomic_write(requests, '{"id": "light", "sparsity": 0.3}\n{"id": "half", "sparsity": 0.5}\n'
                            '{"id": "size-first", "preference": [0.8, 0.2]}\n')
     result = run_serve(SHIPPED, requests, str(out / "serve"), progress=False)
-    return ("== compress: three pruning requests served by the shipped UniCuCo StratNet (no search)\n"
-            + serve_summary(result))
+    return serve_summary(result)
