@@ -66,12 +66,14 @@ def main() -> None:
     apply_one = time.perf_counter() - t0
     ev.pruner.restore()
 
+    def cheap(s: float) -> dict:
+        """UniCuCo, uniform and OWL at one request, through the same evaluator."""
+        return {name: ev.measure(x) for name, x in (("unicuco", strategies[s]), ("uniform", uniform(ev.num_blocks, s)),
+                                                    ("owl", owl(model, calib.norms, s)))}
+
     # Quality of the cheap methods on every request; the search only on the requests it ran for.
-    quality = {}
-    for s in tqdm(targets[::max(1, args.requests // args.quality_requests)], desc="quality", unit="request"):
-        quality[s] = {name: ev.measure(x) for name, x in (("unicuco", strategies[s]),
-                                                            ("uniform", uniform(ev.num_blocks, s)),
-                                                            ("owl", owl(model, calib.norms, s)))}
+    quality = {s: cheap(s) for s in tqdm(targets[::max(1, args.requests // args.quality_requests)], desc="quality",
+                                         unit="request")}
     picks = [targets[round(i * (args.requests - 1) / max(args.search_requests - 1, 1))]
              for i in range(args.search_requests)]
     cfg = SearchConfig(generations=args.generations, offspring=args.offspring)
@@ -80,9 +82,7 @@ def main() -> None:
         found = evo_search(ev, s, cfg)
         row = {"sparsity": s, "search_seconds": found["seconds"], "search_evaluations": found["evaluations"],
                "search": ev.measure(found["strategy"])}
-        row |= quality.get(s) or {name: ev.measure(x) for name, x in (("unicuco", strategies[s]),
-                                                                       ("uniform", uniform(ev.num_blocks, s)),
-                                                                       ("owl", owl(model, calib.norms, s)))}
+        row |= quality.get(s) or cheap(s)
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("sparsity", "search_seconds")} |
                          {n: round(row[n]["kl"], 4) for n in ("unicuco", "search", "uniform", "owl")}), flush=True)
