@@ -99,6 +99,8 @@ class SparseGPTPruner(BlockPruner):
                 shared.setdefault(id(h), (h, []))[1].append(e)
             self.groups.append(list(shared.values()))
         self.cache: list[tuple[float, list[torch.Tensor]] | None] = [None] * self.num_blocks
+        # The inverse factor depends on the Hessian alone, so every ratio tried for a block reuses it.
+        self.factors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _prune_block(self, b: int, ratio: float) -> None:
         if self.cache[b] is None or self.cache[b][0] != ratio:
@@ -113,8 +115,9 @@ class SparseGPTPruner(BlockPruner):
             w = torch.cat([e.out_in(e.dense) for e in entries])
             k = entries[0].pruned_per_row(ratio)
             if k:
-                u, dead = inverse_factor(h.to(w.device, torch.promote_types(w.dtype, torch.float32)))
-                w = prune(w, u, dead, k, self.blocksize)
+                if id(h) not in self.factors:
+                    self.factors[id(h)] = inverse_factor(h.to(w.device, torch.promote_types(w.dtype, torch.float32)))
+                w = prune(w, *self.factors[id(h)], k, self.blocksize)
             for e, part in zip(entries, w.split([e.out_features for e in entries])):
                 out[e.name] = e.out_in(part).to(e.dense.dtype)
         return [out[e.name] for e in self.blocks[b]]
