@@ -57,3 +57,30 @@ def test_cli_table_bad_methods_exit_2(tmp_path):
     p = cli("table", "--model", "smollm2", "--methods", "replay", "--out", str(tmp_path / "t"))
     assert p.returncode == 2 and "needs a replay ratio" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "t").exists()
+
+
+def fake_cell(run_dir, cfg):
+    """A picklable stand-in for `cl run` (worker processes import it by name)."""
+    import os
+
+    import torch
+
+    bwt = {"seqft": -0.4, "seekr": -0.1}[cfg.method]
+    return {"op": 0.5 + 0.1 * cfg.seed, "bwt": bwt, "bwt_paper": bwt * 0.8, "fwt": 0.0,
+            "timing": {"a": {"seconds": float(torch.get_num_threads())}}, "pid": os.getpid()}
+
+
+def test_table_with_worker_processes_equals_one_process(tmp_path):
+    variants, seeds = [("seqft", 0.01), ("seekr", 0.05)], [0, 1, 2]
+    one = table(tmp_path / "one", variants, seeds, CLConfig(), fake_cell, log=lambda s: None)
+    two = table(tmp_path / "two", variants, seeds, CLConfig(), fake_cell, log=lambda s: None, jobs=2)
+    for name in one["table"]:
+        for key in ("op", "bwt", "bwt_paper", "fwt"):
+            assert one["table"][name][key] == two["table"][name][key]
+    # Each worker got its share of the threads.
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert two["table"]["seqft"]["train_seconds"]["mean"] == max(1, cores // 2)
+    with pytest.raises(HeadwiseError, match="--jobs must be at least 1"):
+        table(tmp_path / "three", variants, seeds, CLConfig(), fake_cell, jobs=0)

@@ -6,9 +6,12 @@ continues where it stopped and any cell can be inspected with `headwise cl repor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from headwise.cl.config import METHODS, CLConfig
 from headwise.errors import HeadwiseError
@@ -46,29 +49,67 @@ def label(method: str, ratio: float) -> str:
 
 def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], base: CLConfig,
           run_one: Callable[[Path, CLConfig], dict], settings: dict | None = None,
-          log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every cell with `run_one(run_dir, config)` and write OUT/table.md and results.json."""
+          log: Callable[[str], None] = print, jobs: int = 1) -> dict:
+    """Run (or resume) every cell with `run_one(run_dir, config)` and write OUT/table.md and results.json.
+
+    With `jobs` > 1 the cells run in that many worker processes (spawned, so `run_one` must be
+    picklable), each with an equal share of the CPU threads; the table is the same either way.
+    """
     out = Path(out)
+    if jobs < 1:
+        raise HeadwiseError(f"--jobs must be at least 1, not {jobs}.")
     cells = [(m, r, s) for m, r in variants for s in seeds]
     configs = [replace(base, method=m, replay=r, seed=s) for m, r, s in cells]  # validates every cell first
     table_run = Run(out, "cl table", {"variants": [label(m, r) for m, r in variants], "seeds": seeds,
                                       "base": base.to_dict(), **(settings or {})})
+    dirs = [out / f"{label(m, r)}-seed{s}" for m, r, s in cells]
+    results = _run_cells(run_one, dirs, configs, jobs, log)
     per: dict[str, dict[str, list[float]]] = {}
-    for (m, r, s), cfg in zip(cells, configs):
-        name = label(m, r)
-        log(f"[{len(per.get(name, {}).get('op', [])) + 1}/{len(seeds)}] {name} seed {s}")
-        res = run_one(out / f"{name}-seed{s}", cfg)
-        row = per.setdefault(name, {})
+    for (m, r, s), res in zip(cells, results):
+        row = per.setdefault(label(m, r), {})
         for key, _ in COLUMNS:
             row.setdefault(key, []).append(res[key])
         # Training time as the run recorded it, so a resumed table reports what the cells cost, not the resume.
         row.setdefault("train_seconds", []).append(sum(v.get("seconds", 0.0) for v in res["timing"].values()))
     summary = {name: {k: mean_std(v) for k, v in row.items()} for name, row in per.items()}
-    result = {"table": summary, "markdown": markdown(summary)}
+    result = {"table": summary, "markdown": markdown(summary), "jobs": jobs}
     atomic_write(out / "table.md", result["markdown"] + "\n")
     _plot(summary, out / "table.png")
     table_run.finish(result)
     return result
+
+
+def _run_cells(run_one, dirs: list[Path], configs: list[CLConfig], jobs: int, log) -> list[dict]:
+    if jobs == 1:
+        results = []
+        for k, (d, cfg) in enumerate(zip(dirs, configs)):
+            log(f"[{k + 1}/{len(dirs)}] {d.name}")
+            results.append(run_one(d, cfg))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # Spawned workers, not forked: a fork of a process that has run torch's thread pool can deadlock.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_share_threads,
+                             initargs=(jobs,)) as pool:
+        futures = {pool.submit(run_one, d, cfg): k for k, (d, cfg) in enumerate(zip(dirs, configs))}
+        results: list[dict | None] = [None] * len(dirs)
+        try:
+            for f in tqdm(as_completed(futures), total=len(futures), desc=f"table ({jobs} jobs)", unit="run"):
+                results[futures[f]] = f.result()
+                log(f"done: {dirs[futures[f]].name}")
+        except BaseException:
+            # Runs already going finish and keep their results; the ones not started are dropped.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+def _share_threads(jobs: int) -> None:
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // jobs))
 
 
 def markdown(summary: dict) -> str:
