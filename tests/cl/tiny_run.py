@@ -1,4 +1,6 @@
-"""A tiny SEEKR run for the multi-process test: `python tiny_run.py TRACE_DIR OUT` (or under accelerate launch)."""
+"""A tiny SEEKR run for the multi-process test: `python tiny_run.py TRACE_DIR OUT [all-ranks]` (or under
+accelerate launch). `all-ranks` makes every process run the teacher, importance and evaluation passes and
+checkpoint through Accelerate, as they do when FSDP or DeepSpeed ZeRO-3 shard the weights."""
 
 import sys
 
@@ -24,7 +26,11 @@ if state.num_processes > 1:
 cfg = CLConfig(batch_size=2, lr=1e-3, epochs=2, replay=0.25, max_new_tokens=2, layer_budget=1, head_budget=2,
                query_budget=4, logit_topk=8, checkpoint_every=100, seed=3)
 run = Run(sys.argv[2], "cl run", cfg.to_dict())
-Continual(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run, accelerator=accelerator,
-          log=lambda s: None).fit()
+trainer = Continual(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run,
+                    accelerator=accelerator, log=lambda s: None)
+trainer.sharded = accelerator is not None and sys.argv[3:] == ["all-ranks"]
+trainer.fit()
 if state.is_main_process:
     (run.dir / "world.txt").write_text(str(state.num_processes))
+if accelerator is not None:
+    accelerator.end_training()  # close the process group before exit, as a launched script should

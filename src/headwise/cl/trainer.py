@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from headwise.cl import buffer as replay_buffer
 from headwise.cl.config import CLConfig
 from headwise.cl.data import Task, collate, encode, pad_id
+from headwise.cl.distributed import shards_parameters
 from headwise.cl.evaluate import score_task
 from headwise.cl.importance import (capture_all_maps, forgettability, normalize_layers, query_rows, select_heads,
                                     sensitivity_and_maps)
@@ -65,9 +66,12 @@ class Continual:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.betas),
                                      weight_decay=config.weight_decay)
+        self.sharded = shards_parameters(accelerator, config.grad_accum)
         self.train_model = self.model
         if accelerator is not None:
             self.train_model, self.opt = accelerator.prepare(self.model, self.opt)
+            # FSDP 2 swaps parameters for sharded ones; clip and checkpoint the ones that train.
+            self.params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.state = run.read_json("state.json") or {"tasks": [t.name for t in tasks], "done": {}, "matrix": [],
                                                       "base": None, "importance": None, "heads": {}, "buffers": {},
                                                       "store_bytes": {}, "timing": {}}
@@ -79,6 +83,11 @@ class Continual:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def computes(self) -> bool:
+        """Whether this process runs the file-producing passes: the main one, or all when weights are sharded."""
+        return self.main or self.sharded
 
     def _barrier(self):
         if self.acc is not None:
@@ -100,6 +109,8 @@ class Continual:
         return self.run.path("checkpoint")
 
     def _save_checkpoint(self, progress: dict):
+        if self.sharded:
+            return self._save_sharded(progress)
         if self.main:
             d = self._ckpt_dir()
             d.mkdir(exist_ok=True)
@@ -110,7 +121,27 @@ class Continual:
             tmp.replace(d / "ckpt.pt")
         self._barrier()
 
+    def _save_sharded(self, progress: dict):
+        d = self._ckpt_dir()
+        tmp = d / "accelerate.tmp"
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            d.mkdir(exist_ok=True)
+        self._barrier()
+        self.acc.save_state(str(tmp))
+        self._barrier()
+        if self.main:
+            shutil.rmtree(d / "accelerate", ignore_errors=True)
+            tmp.rename(d / "accelerate")
+            self.run.write_json("checkpoint/progress.json", progress)
+        self._barrier()
+
     def _load_checkpoint(self) -> dict | None:
+        if self.sharded:
+            progress = self.run.read_json("checkpoint/progress.json")
+            if progress is not None:
+                self.acc.load_state(str(self._ckpt_dir() / "accelerate"))
+            return progress
         path = self._ckpt_dir() / "ckpt.pt"
         if not path.is_file():
             return None
@@ -209,7 +240,10 @@ class Continual:
                 micro += 1
                 last = k == len(steps) - 1 and epoch == epochs - 1
                 if micro % cfg.grad_accum == 0 or last:
-                    torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
+                    if self.acc is not None:
+                        self.acc.clip_grad_norm_(self.params, cfg.clip)
+                    else:
+                        torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
                     micro = 0
@@ -275,63 +309,75 @@ class Continual:
         """The maps of task t's buffer under the model before learning t, on disk (float32, all heads)."""
         task = self.tasks[t]
         d = self.run.path("work") / task.name
-        if self.main:
+        if self.computes:
             d.mkdir(parents=True, exist_ok=True)
             self.core.eval()
             for k, (i, rows) in enumerate(zip(self.state["buffers"][task.name], self._queries(t))):
-                torch.save(capture_all_maps(self.core, self._enc(task, i)[0], rows), d / f"before{k}.pt")
+                maps = capture_all_maps(self.core, self._enc(task, i)[0], rows)
+                if self.main:
+                    torch.save(maps, d / f"before{k}.pt")
         self._barrier()
 
     def _post_task(self, t: int):
         """With the model just trained on t: teacher logits, S and F on t's buffer, importance, selection,
         and the teacher shard holding only what replay will need."""
+        if not self.computes:
+            return self._barrier()
         cfg, task = self.cfg, self.tasks[t]
         items = self.state["buffers"][task.name]
         queries = self._queries(t)
         seekr = cfg.method == "seekr"
         self.core.eval()
-        if self.main:
-            work = self.run.path("work") / task.name
-            sens = torch.zeros(self.layout.num_layers, self.layout.num_heads)
-            forget = torch.zeros_like(sens)
-            logits, t0 = [], time.perf_counter()
-            for k, i in enumerate(items):
-                ids, labels = self._enc(task, i)
-                pos = kd_positions(torch.tensor([labels]), cfg.shifted_kd)[0]
-                if seekr:
-                    s, after, lg = sensitivity_and_maps(self.core, ids, labels, queries[k], cfg.masked_sensitivity)
+        work = self.run.path("work") / task.name
+        sens = torch.zeros(self.layout.num_layers, self.layout.num_heads)
+        forget = torch.zeros_like(sens)
+        logits, t0 = [], time.perf_counter()
+        for k, i in enumerate(items):
+            ids, labels = self._enc(task, i)
+            pos = kd_positions(torch.tensor([labels]), cfg.shifted_kd)[0]
+            if seekr:
+                s, after, lg = sensitivity_and_maps(self.core, ids, labels, queries[k], cfg.masked_sensitivity)
+                if self.main:
                     sens += s / len(items)
                     forget += forgettability(torch.load(work / f"before{k}.pt"), after) / len(items)
                     torch.save(after.half(), work / f"after{k}.pt")
-                else:
-                    with torch.no_grad():
-                        lg = self.core(input_ids=torch.tensor([ids], device=next(self.core.parameters()).device),
-                                       use_cache=False).logits[0].float().cpu()
-                logits.append(topk_logprobs(lg[pos], cfg.logit_topk))
-            heads: dict[int, list[int]] = {}
-            if seekr:
-                imp = torch.tensor(self.state["importance"]) if self.state["importance"] else torch.zeros_like(sens)
-                imp = imp + normalize_layers(sens) * forget
-                heads = select_heads(imp, cfg.layer_budget, cfg.head_budget)
-                self.state["importance"] = imp.tolist()
-                self.state.setdefault("sensitivity", {})[task.name] = normalize_layers(sens).tolist()
-                self.state.setdefault("forgettability", {})[task.name] = forget.tolist()
-            self.state["heads"][task.name] = {str(l): h for l, h in heads.items()}
-            samples = []
-            for k in range(len(items)):
-                after = torch.load(work / f"after{k}.pt") if seekr else None
-                samples.append({"maps": {l: after[l, hs] for l, hs in heads.items()}, "queries": queries[k],
-                                "logits": logits[k]})
-            self.state["store_bytes"][task.name] = write_shard(self.run.path("teacher") / f"{task.name}.safetensors",
-                                                               task.name, items, heads, samples)
-            self.state["timing"].setdefault(task.name, {})["teacher_seconds"] = time.perf_counter() - t0
+            else:
+                with torch.no_grad():
+                    lg = self.core(input_ids=torch.tensor([ids], device=next(self.core.parameters()).device),
+                                   use_cache=False).logits[0].float().cpu()
+            logits.append(topk_logprobs(lg[pos], cfg.logit_topk))
+        if self.main:
+            self._write_teacher(t, sens, forget, logits, queries, time.perf_counter() - t0)
         self._barrier()
+
+    def _write_teacher(self, t: int, sens, forget, logits, queries, seconds: float):
+        cfg, task = self.cfg, self.tasks[t]
+        items = self.state["buffers"][task.name]
+        seekr = cfg.method == "seekr"
+        work = self.run.path("work") / task.name
+        heads: dict[int, list[int]] = {}
+        if seekr:
+            imp = torch.tensor(self.state["importance"]) if self.state["importance"] else torch.zeros_like(sens)
+            imp = imp + normalize_layers(sens) * forget
+            heads = select_heads(imp, cfg.layer_budget, cfg.head_budget)
+            self.state["importance"] = imp.tolist()
+            self.state.setdefault("sensitivity", {})[task.name] = normalize_layers(sens).tolist()
+            self.state.setdefault("forgettability", {})[task.name] = forget.tolist()
+        self.state["heads"][task.name] = {str(l): h for l, h in heads.items()}
+        samples = []
+        for k in range(len(items)):
+            after = torch.load(work / f"after{k}.pt") if seekr else None
+            samples.append({"maps": {l: after[l, hs] for l, hs in heads.items()}, "queries": queries[k],
+                            "logits": logits[k]})
+        self.state["store_bytes"][task.name] = write_shard(self.run.path("teacher") / f"{task.name}.safetensors",
+                                                           task.name, items, heads, samples)
+        self.state["timing"].setdefault(task.name, {})["teacher_seconds"] = seconds
 
     # ---- evaluation ---------------------------------------------------------------------------------
 
     def _evaluate_row(self, label: str) -> list[float] | None:
         row = None
-        if self.main:
+        if self.computes:
             self.core.eval()
             row, examples = [], {}
             for task in self.tasks:
@@ -339,8 +385,9 @@ class Continual:
                                             self.cfg.eval_batch_size, self.cfg.eval_max)
                 row.append(score)
                 examples[task.name] = records[:3]
-            self.log(f"{label}: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, row)))
-            self.state.setdefault("examples", {})[label] = examples
+            if self.main:
+                self.log(f"{label}: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, row)))
+                self.state.setdefault("examples", {})[label] = examples
         if self.acc is not None:
             from accelerate.utils import broadcast_object_list
 

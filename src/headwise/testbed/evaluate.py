@@ -22,7 +22,7 @@ class TableConfig:
     Args:
         n: scenes per seed. seeds: scene streams (test streams: below 1000). methods: decoding methods.
         splits: POPE splits to score. max_new_tokens: caption cap (answers get 8).
-        alpha, layers: VHR settings. batch_size: images per generate() call for POPE answers.
+        alpha, layers: VHR settings. batch_size: images per generate() call (captions and POPE answers).
     """
 
     model: str = "emoji-llava"
@@ -50,7 +50,7 @@ def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> d
             make(bench, n=cfg.n, seed=seed, progress=False)
         for method in cfg.methods:
             caption = DecodeConfig(method=method, alpha=cfg.alpha, layers=cfg.layers, max_new_tokens=cfg.max_new_tokens,
-                                   seed=seed)
+                                   seed=seed, batch_size=cfg.batch_size)
             run = Run(out / f"seed{seed}-{method}-chair", "eval chair",
                       {"model": cfg.model, "n": cfg.n, "decode": caption.__dict__})
             c = run_chair(model, processor, bench / "images", bench / "annotations", cfg.n, caption, run)
