@@ -155,3 +155,24 @@ def test_teacher_shard_round_trip_keeps_causal_maps_and_topk_logits(tmp_path):
     assert a["logprobs"].shape == (3, 5) and a["index"].dtype == torch.int32 and "index" not in b
     packed = 2 * (2 + 5) + 2 * (n * (n + 1) // 2)  # causal entries of rows 1 and 4, then of all rows
     assert size <= 2 * packed + (3 * 5 * 6 + 2 * 50 * 2) + 2048  # float16 maps + logits + header
+
+
+def test_which_set_ups_shard_the_weights():
+    from types import SimpleNamespace as NS
+
+    from accelerate.utils import DistributedType as D
+
+    from headwise.cl.distributed import shards_parameters
+
+    def acc(kind, **state):
+        return NS(distributed_type=kind, state=NS(**state))
+
+    assert not shards_parameters(None)
+    assert not shards_parameters(acc(D.MULTI_CPU))
+    assert shards_parameters(acc(D.FSDP, fsdp_plugin=NS(fsdp_version=2)))
+    with pytest.raises(HeadwiseError, match="needs FSDP version 2"):
+        shards_parameters(acc(D.FSDP, fsdp_plugin=NS(fsdp_version=1)))
+    assert shards_parameters(acc(D.DEEPSPEED, deepspeed_plugin=NS(zero_stage=3)))
+    assert not shards_parameters(acc(D.DEEPSPEED, deepspeed_plugin=NS(zero_stage=2)))
+    with pytest.raises(HeadwiseError, match="gradient_accumulation_steps"):
+        shards_parameters(acc(D.DEEPSPEED, deepspeed_plugin=NS(zero_stage=3)), grad_accum=4)
