@@ -34,3 +34,11 @@ if state.is_main_process:
     (run.dir / "world.txt").write_text(str(state.num_processes))
 if accelerator is not None:
     accelerator.end_training()  # close the process group before exit, as a launched script should
+    # In the every-process mode a non-main gloo process aborted in C++ teardown, after Python had
+    # finished and every file was written (2 of 31 runs, "Fatal Python error: Aborted" with no Python
+    # frame); skip that teardown so the test judges the run, not the interpreter's exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    import os
+
+    os._exit(0)
