@@ -7,6 +7,7 @@ continues where it stopped and any cell can be inspected with `headwise cl repor
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,7 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
     table_run = Run(out, "cl table", {"variants": [label(m, r) for m, r in variants], "seeds": seeds,
                                       "base": base.to_dict(), **(settings or {})})
     dirs = [out / f"{label(m, r)}-seed{s}" for m, r, s in cells]
+    start = time.perf_counter()
     results = _run_cells(run_one, dirs, configs, jobs, log)
     per: dict[str, dict[str, list[float]]] = {}
     for (m, r, s), res in zip(cells, results):
@@ -72,7 +74,9 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
         # Training time as the run recorded it, so a resumed table reports what the cells cost, not the resume.
         row.setdefault("train_seconds", []).append(sum(v.get("seconds", 0.0) for v in res["timing"].values()))
     summary = {name: {k: mean_std(v) for k, v in row.items()} for name, row in per.items()}
-    result = {"table": summary, "markdown": markdown(summary), "jobs": jobs}
+    # Wall time of this invocation (a resumed table counts only what was left to run).
+    result = {"table": summary, "markdown": markdown(summary), "jobs": jobs,
+              "wall_seconds": time.perf_counter() - start}
     atomic_write(out / "table.md", result["markdown"] + "\n")
     _plot(summary, out / "table.png")
     table_run.finish(result)
