@@ -29,7 +29,7 @@ def make(out: str = typer.Option(..., help="Folder to write images/, annotations
 @app.command()
 def train(out: str = typer.Option(..., help="Run directory; rerun with the same one to resume from its checkpoints."),
           vision_steps: int = typer.Option(400, help="Stage 1 steps (vision tower)."),
-          caption_steps: int = typer.Option(500, help="Stage 2 steps (projector + LoRA through SmolLM2)."),
+          caption_steps: int = typer.Option(800, help="Stage 2 steps (projector + LoRA through SmolLM2)."),
           seed: int = typer.Option(0, help="Initialisation and sampling seed."),
           as_json: bool = JSON) -> None:
     """Train emoji-llava from scratch (about 90 minutes on 2 CPU cores); writes OUT/emoji_llava.safetensors."""

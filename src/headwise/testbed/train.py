@@ -42,7 +42,7 @@ class TrainConfig:
     vision_steps: int = 400
     vision_batch: int = 64
     vision_lr: float = 1e-3
-    caption_steps: int = 500
+    caption_steps: int = 800
     caption_batch: int = 8
     caption_lr: float = 1e-3
     qa_fraction: float = 0.4
