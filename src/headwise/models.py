@@ -106,6 +106,22 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
         auto_tok = tf.AutoProcessor if vlm else tf.AutoTokenizer
         tokenizer = auto_tok.from_pretrained(target, **common)
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HeadwiseError(f"could not load model {name_or_path!r}: {first}") from err
+        raise _load_error(name_or_path, err) from err
     return LoadedModel(model.to(device).eval(), tokenizer)
+
+
+def check_model(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Fail now, with load_model's message, if the model cannot be found; reads only its config."""
+    import transformers as tf
+
+    target, gguf = _resolve(name_or_path)
+    try:
+        tf.AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code,
+                                      **({"gguf_file": gguf} if gguf else {}))
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(name_or_path, err) from err
+
+
+def _load_error(name_or_path: str, err: Exception) -> HeadwiseError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return HeadwiseError(f"could not load model {name_or_path!r}: {first}")

@@ -84,3 +84,9 @@ def test_table_with_worker_processes_equals_one_process(tmp_path):
     assert two["table"]["seqft"]["train_seconds"]["mean"] == max(1, cores // 2)
     with pytest.raises(HeadwiseError, match="--jobs must be at least 1"):
         table(tmp_path / "three", variants, seeds, CLConfig(), fake_cell, jobs=0)
+
+
+def test_cli_table_missing_model_exit_2_before_any_directory(tmp_path):
+    p = cli("table", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "t"))
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "t").exists()

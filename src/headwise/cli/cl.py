@@ -149,7 +149,10 @@ def table(
     from headwise.cl.table import table as run_table
     from headwise.cli.common import int_list
 
+    from headwise.models import check_model
+
     base = config_from({**locals(), "method": "seqft", "replay": 0.01, "seed": 0})
+    check_model(model, trust_remote_code)  # before the table directory is made for a model that is not there
     settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
                 "wiki_test": wiki_test, "dtype": dtype}
     log = (lambda s: None) if as_json else typer.echo
