@@ -59,18 +59,9 @@ def test_cli_table_bad_methods_exit_2(tmp_path):
     assert not (tmp_path / "t").exists()
 
 
-def fake_cell(run_dir, cfg):
-    """A picklable stand-in for `cl run` (worker processes import it by name)."""
-    import os
-
-    import torch
-
-    bwt = {"seqft": -0.4, "seekr": -0.1}[cfg.method]
-    return {"op": 0.5 + 0.1 * cfg.seed, "bwt": bwt, "bwt_paper": bwt * 0.8, "fwt": 0.0,
-            "timing": {"a": {"seconds": float(torch.get_num_threads())}}, "pid": os.getpid()}
-
-
 def test_table_with_worker_processes_equals_one_process(tmp_path):
+    from table_cells import fake_cell
+
     variants, seeds = [("seqft", 0.01), ("seekr", 0.05)], [0, 1, 2]
     one = table(tmp_path / "one", variants, seeds, CLConfig(), fake_cell, log=lambda s: None)
     two = table(tmp_path / "two", variants, seeds, CLConfig(), fake_cell, log=lambda s: None, jobs=2)
