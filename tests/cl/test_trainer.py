@@ -175,9 +175,10 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
     if mode == "all-ranks":
         from safetensors.torch import load_file
 
-        saved = tmp_path / "two" / "checkpoint" / "accelerate" / "model.safetensors"
-        assert json.loads((tmp_path / "two" / "checkpoint" / "progress.json").read_text())["task"] == 1
-        w2 = load_file(str(saved))
+        ckpt = tmp_path / "two" / "checkpoint"
+        saved = json.loads((ckpt / "progress.json").read_text())
+        assert saved["progress"]["task"] == 1 and [p.name for p in ckpt.glob("state-*")] == [saved["state"]]
+        w2 = load_file(str(ckpt / saved["state"] / "model.safetensors"))
     else:
         w2 = torch.load(tmp_path / "two" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
     assert max((w1[n] - w2[n]).abs().max().item() for n in w1) < 1e-4

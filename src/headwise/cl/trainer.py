@@ -122,26 +122,31 @@ class Continual:
         self._barrier()
 
     def _save_sharded(self, progress: dict):
+        """Every process saves its shard into a new folder; progress.json then names it (written atomically),
+        and only after that is the previous folder removed, so a kill at any moment leaves a whole checkpoint."""
+        from accelerate.utils import broadcast_object_list
+
         d = self._ckpt_dir()
-        tmp = d / "accelerate.tmp"
+        name = broadcast_object_list([f"state-{time.time_ns()}" if self.main else None])[0]
         if self.main:
-            shutil.rmtree(tmp, ignore_errors=True)
             d.mkdir(exist_ok=True)
         self._barrier()
-        self.acc.save_state(str(tmp))
+        self.acc.save_state(str(d / name))
         self._barrier()
         if self.main:
-            shutil.rmtree(d / "accelerate", ignore_errors=True)
-            tmp.rename(d / "accelerate")
-            self.run.write_json("checkpoint/progress.json", progress)
+            self.run.write_json("checkpoint/progress.json", {"progress": progress, "state": name})
+            for old in d.glob("state-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
         self._barrier()
 
     def _load_checkpoint(self) -> dict | None:
         if self.sharded:
-            progress = self.run.read_json("checkpoint/progress.json")
-            if progress is not None:
-                self.acc.load_state(str(self._ckpt_dir() / "accelerate"))
-            return progress
+            saved = self.run.read_json("checkpoint/progress.json")
+            if saved is None:
+                return None
+            self.acc.load_state(str(self._ckpt_dir() / saved["state"]))
+            return saved["progress"]
         path = self._ckpt_dir() / "ckpt.pt"
         if not path.is_file():
             return None
