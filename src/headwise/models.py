@@ -88,7 +88,7 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
     import torch
     import transformers as tf
 
-    target, gguf = _resolve(name_or_path)
+    config, target, common = _config(name_or_path, trust_remote_code)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str) and dtype != "auto":
         if dtype not in DTYPES:
@@ -96,9 +96,7 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
         dtype = getattr(torch, dtype)
     if dtype == "auto" and device == "cpu":
         dtype = torch.float32  # half-precision matmuls are slow or unsupported on many CPUs
-    common = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf} if gguf else {}))
     try:
-        config = tf.AutoConfig.from_pretrained(target, **common)
         vlm = _is_vlm(config)
         auto_model = tf.AutoModelForImageTextToText if vlm else tf.AutoModelForCausalLM
         model = auto_model.from_pretrained(target, dtype=dtype, attn_implementation=attn_implementation,
@@ -112,12 +110,17 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
 
 def check_model(name_or_path: str, trust_remote_code: bool = False) -> None:
     """Fail now, with load_model's message, if the model cannot be found; reads only its config."""
+    _config(name_or_path, trust_remote_code)
+
+
+def _config(name_or_path: str, trust_remote_code: bool):
+    """The model's config, the path or hub id to load from, and the keyword arguments every loader gets."""
     import transformers as tf
 
     target, gguf = _resolve(name_or_path)
+    common = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf} if gguf else {}))
     try:
-        tf.AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code,
-                                      **({"gguf_file": gguf} if gguf else {}))
+        return tf.AutoConfig.from_pretrained(target, **common), target, common
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(name_or_path, err) from err
 
