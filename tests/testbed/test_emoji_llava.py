@@ -65,20 +65,14 @@ def test_real_photos_go_through_vhr_describe(emoji_llava, photo, tmp_path):
 
 def test_merged_adapter_equals_the_trained_peft_model(emoji_llava):
     """build() merges LoRA into SmolLM2's weights; the result must compute what the adapter model computed."""
-    from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
 
     from headwise.testbed import model as tbm
     from headwise.testbed.scenes import render, sample_scene
 
     merged, proc = emoji_llava
-    base, _ = tbm.fresh()
-    state = load_file(shipped_weights())
-    base.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
-    peft_model = get_peft_model(base, LoraConfig(r=tbm.LORA_RANK, lora_alpha=tbm.LORA_ALPHA,
-                                                 target_modules=r".*language_model.*\.(q_proj|v_proj)"))
-    peft_model.load_state_dict({"base_model.model." + k: v.float() for k, v in state.items() if "lora_" in k},
-                               strict=False)
+    peft_model = tbm.with_adapter(tbm.fresh()[0])
+    tbm.load_trained(peft_model, load_file(shipped_weights()))
     inputs = proc(text=[proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
                   "text": "Please describe this image in detail."}]}], add_generation_prompt=True, tokenize=False)],
                   images=[render(sample_scene(11, 2))], return_tensors="pt")

@@ -30,13 +30,19 @@ def make(out: str = typer.Option(..., help="Folder to write images/, annotations
 def train(out: str = typer.Option(..., help="Run directory; rerun with the same one to resume from its checkpoints."),
           vision_steps: int = typer.Option(400, help="Stage 1 steps (vision tower)."),
           caption_steps: int = typer.Option(800, help="Stage 2 steps (projector + LoRA through SmolLM2)."),
+          answer_steps: int = typer.Option(300, help="Stage 3 steps (the same weights on mostly yes/no questions)."),
+          init: str = typer.Option(None, help="Start stage 3 from these weights (an emoji_llava.safetensors, e.g. "
+                                              "the shipped one), skipping stages 1 and 2."),
           seed: int = typer.Option(0, help="Initialisation and sampling seed."),
           as_json: bool = JSON) -> None:
     """Train emoji-llava from scratch (about 90 minutes on 2 CPU cores); writes OUT/emoji_llava.safetensors."""
+    from headwise.errors import HeadwiseError
     from headwise.testbed.train import TrainConfig, train as do_train
 
-    result = do_train(out, TrainConfig(vision_steps=vision_steps, caption_steps=caption_steps, seed=seed),
-                      progress=not as_json)
+    if min(vision_steps, caption_steps, answer_steps) < 0:
+        raise HeadwiseError("--vision-steps, --caption-steps and --answer-steps must be 0 or more.")
+    result = do_train(out, TrainConfig(vision_steps=vision_steps, caption_steps=caption_steps,
+                                       answer_steps=answer_steps, seed=seed, init=init), progress=not as_json)
     emit(result, as_json, f"weights: {result['weights']} ({result['bytes'] / 1e6:.1f} MB); copy them to "
                           "src/headwise/testbed/shipped/ to make them the default emoji-llava.")
 
@@ -51,6 +57,7 @@ def evaluate(out: str = typer.Option(..., help="Run directory (one sub-run per s
              alpha: float = typer.Option(2.0, help="VHR scale (> 0)."),
              layers: str = typer.Option(None, help="VHR layers, e.g. 1,17-29; default 1 plus the last 14/32."),
              max_new_tokens: int = typer.Option(64, help="Caption length cap."),
+             batch_size: int = typer.Option(6, help="Images per generate() call, for captions and answers alike."),
              as_json: bool = JSON) -> None:
     """CHAIR and POPE for each method on the same scenes, mean +- std over seeds; writes table.md."""
     from headwise.cli.common import int_list
@@ -69,7 +76,10 @@ def evaluate(out: str = typer.Option(..., help="Run directory (one sub-run per s
         if s not in POPE_SPLITS:
             raise HeadwiseError(f"unknown POPE split {s!r}; choose from {', '.join(POPE_SPLITS)}.")
     check_alpha(alpha)
+    if batch_size < 1 or n < 1 or max_new_tokens < 1:
+        raise HeadwiseError("--n, --batch-size and --max-new-tokens must be at least 1.")
     cfg = TableConfig(model=model, n=n, seeds=int_list(seeds, "--seeds") or [0], methods=method_list,
-                      splits=split_list, max_new_tokens=max_new_tokens, alpha=alpha, layers=int_list(layers, "--layers"))
+                      splits=split_list, max_new_tokens=max_new_tokens, alpha=alpha, layers=int_list(layers, "--layers"),
+                      batch_size=batch_size)
     result = do_evaluate(out, cfg)
     emit(result["table"], as_json, result["markdown"])

@@ -75,6 +75,23 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
             if k.startswith(("model.vision_tower.", "model.multi_modal_projector.")) or "lora_" in k}
 
 
+def with_adapter(model):
+    """`model` wrapped in a fresh LoRA adapter on SmolLM2's q/v projections (peft), the weights that train."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+                                            target_modules=r".*language_model.*\.(q_proj|v_proj)"))
+
+
+def load_trained(peft_model, state: dict[str, torch.Tensor]) -> None:
+    """Load weights in the shipped layout (vision tower, projector, LoRA factors) into a `with_adapter` model."""
+    prefixed = {"base_model.model." + k: v.float() for k, v in state.items()}
+    unexpected = peft_model.load_state_dict(prefixed, strict=False).unexpected_keys
+    if unexpected:
+        raise AssetMissingError(f"weights do not match emoji-llava (e.g. {unexpected[0]}); rebuild them with "
+                                "`headwise testbed train`.")
+
+
 def merge_lora(model, state: dict[str, torch.Tensor]) -> None:
     """Add scale * B @ A of each LoRA pair in `state` into the matching linear weight of `model`."""
     scale = LORA_ALPHA / LORA_RANK

@@ -1,5 +1,6 @@
 """Train emoji-llava on CPU: (1) the vision tower alone, to name and count the pictograms in a scene;
-(2) the projector and a LoRA adapter on SmolLM2, to caption scenes and answer yes/no questions.
+(2) the projector and a LoRA adapter on SmolLM2, to caption scenes and answer yes/no questions;
+(3) the same weights again on mostly questions, each example weighing the same, so answers look at the image.
 
 Both stages draw scenes from the generator's training stream (seed 1000, disjoint from the test
 seeds), checkpoint every `checkpoint_every` steps into OUT and resume from there; data depend
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from headwise.errors import HeadwiseError
 from headwise.runs import Run
 from headwise.testbed import model as tbm
 from headwise.testbed.dataset import noun_phrase, target_caption
@@ -36,6 +38,10 @@ class TrainConfig:
         vision_steps / vision_batch / vision_lr: stage 1, the ViT with a presence-and-count head.
         caption_steps / caption_batch / caption_lr: stage 2, projector + LoRA through frozen SmolLM2.
         qa_fraction: share of stage-2 samples that are yes/no questions instead of captions.
+        answer_steps / answer_lr / answer_qa_fraction: stage 3, the same weights on a question-heavy mix
+            where every example weighs the same in the loss (stage 2's token mean lets captions drown
+            the 3-token answers).
+        init: weights to start stage 3 from (skips stages 1 and 2).
         checkpoint_every: steps between checkpoints (both stages).
     """
 
@@ -46,8 +52,12 @@ class TrainConfig:
     caption_batch: int = 8
     caption_lr: float = 1e-3
     qa_fraction: float = 0.4
+    answer_steps: int = 300
+    answer_lr: float = 3e-4
+    answer_qa_fraction: float = 0.75
     checkpoint_every: int = 50
     seed: int = 0
+    init: str | None = None
 
 
 def _pixels(proc, images) -> torch.Tensor:
@@ -151,65 +161,111 @@ def _caption_batch(proc, scenes, rng, qa_fraction: float):
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": prompt["pixel_values"], "labels": labels}
 
 
-def train_captions(model, proc, cfg: TrainConfig, run: Run, progress: bool = True):
-    """Stage 2: projector + LoRA(q, v) on SmolLM2 learn to caption and to answer yes/no; the ViT stays frozen."""
-    from peft import LoraConfig, get_peft_model
+def _loss(peft_model, batch: dict, per_sample: bool) -> torch.Tensor:
+    if not per_sample:
+        return peft_model(**batch).loss
+    # A yes/no answer is 3 tokens and a caption 30: a token mean lets captions drown the answers, so each
+    # example counts once here.
+    labels = batch["labels"][:, 1:]
+    logits = peft_model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+    ce = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+    mask = (labels != -100).float()
+    return ((ce * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
-    for p in model.parameters():
-        p.requires_grad_(False)
-    peft_model = get_peft_model(model, LoraConfig(r=tbm.LORA_RANK, lora_alpha=tbm.LORA_ALPHA, lora_dropout=0.0,
-                                                  target_modules=r".*language_model.*\.(q_proj|v_proj)"))
-    for p in model.model.multi_modal_projector.parameters():
-        p.requires_grad_(True)
+
+@dataclass
+class _Stage:
+    name: str
+    steps: int
+    lr: float
+    qa_fraction: float
+    stream: int
+    per_sample: bool
+    checkpoint: str
+
+
+def _fit(peft_model, proc, stage: _Stage, cfg: TrainConfig, run: Run, progress: bool) -> dict:
+    """Train projector + LoRA on `stage`'s mix of captions and yes/no answers; checkpoints and resumes."""
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.caption_lr, weight_decay=0.0)
-    ckpt_path = run.path("caption.ckpt")
+    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
+    ckpt_path = run.path(stage.checkpoint)
     start, losses = 0, []
     if (ckpt := _load_checkpoint(ckpt_path)) is not None:
         peft_model.load_state_dict(ckpt["trainable"], strict=False)
         opt.load_state_dict(ckpt["opt"])
         start, losses = ckpt["step"], ckpt["losses"]
-    proc.tokenizer.padding_side = "left"
     peft_model.train()
-    for step in tqdm(range(start, cfg.caption_steps), initial=start, total=cfg.caption_steps,
-                     desc="stage 2: captions", disable=not progress):
-        rng = random.Random(cfg.seed * 100_003 + step)
-        scenes = [_scene(step, i, cfg.caption_batch, 1) for i in range(cfg.caption_batch)]
-        batch = _caption_batch(proc, scenes, rng, cfg.qa_fraction)
+    for step in tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=stage.name,
+                     disable=not progress):
+        rng = random.Random(cfg.seed * 100_003 + step + 7_919 * (stage.stream - 1))
+        scenes = [_scene(step, i, cfg.caption_batch, stage.stream) for i in range(cfg.caption_batch)]
+        batch = _caption_batch(proc, scenes, rng, stage.qa_fraction)
         proc.tokenizer.padding_side = "left"
-        loss = peft_model(**batch).loss
+        loss = _loss(peft_model, batch, stage.per_sample)
         for group in opt.param_groups:
-            group["lr"] = cfg.caption_lr * _cosine(step, cfg.caption_steps)
+            group["lr"] = stage.lr * _cosine(step, stage.steps)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.caption_steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == stage.steps:
             trainable = {k: v for k, v in peft_model.state_dict().items()
                          if "lora_" in k or "multi_modal_projector" in k}
             torch.save({"trainable": trainable, "opt": opt.state_dict(), "step": step + 1, "losses": losses}, ckpt_path)
     peft_model.eval()
-    return peft_model, {"caption_final_loss": float(np.mean(losses[-50:])) if losses else None}
+    return {f"{stage.checkpoint.split('.')[0]}_final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
+def _adapter(model):
+    """Freeze everything, add LoRA on SmolLM2, and let the projector train too."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    peft_model = tbm.with_adapter(model)
+    for p in model.model.multi_modal_projector.parameters():
+        p.requires_grad_(True)
+    return peft_model
+
+
+def _stages(cfg: TrainConfig) -> tuple[_Stage, _Stage]:
+    captions = _Stage("stage 2: captions", cfg.caption_steps, cfg.caption_lr, cfg.qa_fraction, 1, False, "caption.ckpt")
+    answers = _Stage("stage 3: answers", cfg.answer_steps, cfg.answer_lr, cfg.answer_qa_fraction, 2, True,
+                     "answer.ckpt")
+    return captions, answers
 
 
 def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
-    """Both stages, then OUT/emoji_llava.safetensors (vision tower, projector, LoRA factors; fp16)."""
-    from safetensors.torch import save_file
+    """All stages, then OUT/emoji_llava.safetensors (vision tower, projector, LoRA factors; fp16).
 
+    With `cfg.init` (weights in that layout, e.g. the shipped ones) stages 1 and 2 are skipped and
+    stage 3 continues from them.
+    """
+    from safetensors.torch import load_file, save_file
+
+    if cfg.init and not Path(cfg.init).is_file():
+        raise HeadwiseError(f"--init {cfg.init} is not a file; give an emoji_llava.safetensors from `headwise testbed train`.")
     run = Run(out, "testbed train", asdict(cfg))
     torch.manual_seed(cfg.seed)
     model, proc = tbm.fresh(seed=cfg.seed)
+    captions, answers = _stages(cfg)
     start = time.perf_counter()
-    stats = train_vision(model, proc, cfg, run, progress)
-    vision_seconds = time.perf_counter() - start
-    peft_model, caption_stats = train_captions(model, proc, cfg, run, progress)
+    if cfg.init:
+        init = Path(cfg.init)
+        peft_model = _adapter(model)
+        tbm.load_trained(peft_model, load_file(init))
+        stats = {"init": str(init)}
+    else:
+        stats = train_vision(model, proc, cfg, run, progress)
+        stats["vision_seconds"] = time.perf_counter() - start
+        peft_model = _adapter(model)
+        stats.update(_fit(peft_model, proc, captions, cfg, run, progress))
+    stats.update(_fit(peft_model, proc, answers, cfg, run, progress))
     state = {k.replace("base_model.model.", ""): v.detach().to(torch.float16).contiguous()
              for k, v in peft_model.state_dict().items()
              if "lora_" in k or k.replace("base_model.model.", "").startswith(("model.vision_tower.", "model.multi_modal_projector."))}
     weights = run.path("emoji_llava.safetensors")
     save_file(state, str(weights))
-    result = {**stats, **caption_stats, "weights": str(weights), "bytes": weights.stat().st_size,
-              "vision_seconds": vision_seconds, "total_seconds": time.perf_counter() - start}
+    result = {**stats, "weights": str(weights), "bytes": weights.stat().st_size,
+              "total_seconds": time.perf_counter() - start}
     run.finish(result)
     return result

@@ -1,0 +1,76 @@
+"""`headwise testbed train` on a few steps of the real SmolLM2: all three stages, resume, and --init."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from headwise.testbed import model as tbm
+from headwise.testbed import train as tr
+
+TINY = dict(vision_steps=2, vision_batch=4, caption_steps=2, caption_batch=2, answer_steps=2, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def trained(smollm2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    return out, tr.train(out, tr.TrainConfig(**TINY), progress=False)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_all_stages_run_and_the_weights_build_a_model(trained, tmp_path):
+    out, result = trained
+    assert {"vision_final_loss", "caption_final_loss", "answer_final_loss"} <= set(result)
+    for name in ("vision.ckpt", "caption.ckpt", "answer.ckpt"):
+        assert (out / name).is_file()
+    state = _weights(result["weights"])
+    assert any("lora_A" in k for k in state) and any("multi_modal_projector" in k for k in state)
+    assert tbm.build(weights=out / "emoji_llava.safetensors", out=tmp_path / "model").is_dir()
+
+
+def test_rerun_resumes_from_the_checkpoints_and_changes_nothing(trained):
+    out, result = trained
+    again = tr.train(out, tr.TrainConfig(**TINY), progress=False)
+    first, second = _weights(result["weights"]), _weights(again["weights"])
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert again["total_seconds"] < result["total_seconds"]
+
+
+def test_init_skips_to_stage_three_and_moves_only_projector_and_adapter(trained, tmp_path):
+    out, result = trained
+    cont = tr.train(tmp_path / "cont", tr.TrainConfig(**{**TINY, "answer_steps": 1}, init=result["weights"]),
+                    progress=False)
+    assert "vision_final_loss" not in cont and not (tmp_path / "cont" / "vision.ckpt").exists()
+    before, after = _weights(result["weights"]), _weights(cont["weights"])
+    assert set(before) == set(after)
+    assert all(torch.equal(before[k], after[k]) for k in before if "vision_tower" in k)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "lora_B" in k)
+
+
+def test_per_example_loss_equals_the_token_mean_when_answers_have_the_same_length(smollm2):
+    """Stage 3 weighs examples, not tokens; with equal answer lengths the two must agree."""
+    model, proc = tbm.fresh()
+    peft_model = tr._adapter(model)
+    from headwise.testbed.scenes import sample_scene
+
+    scenes = [sample_scene(1000, i, tbm.IMAGE_SIZE) for i in range(3)]
+    import random
+
+    batch = tr._caption_batch(proc, scenes, random.Random(0), qa_fraction=1.0)  # all "Yes." / "No.": 3 tokens each
+    with torch.no_grad():
+        token_mean = tr._loss(peft_model, batch, per_sample=False)
+        per_example = tr._loss(peft_model, batch, per_sample=True)
+    assert torch.allclose(token_mean, per_example, rtol=1e-4)
+
+
+def test_bad_init_is_one_sentence_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "headwise.cli", "testbed", "train", "--out", str(tmp_path / "r"),
+                           "--init", str(tmp_path / "missing.safetensors")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "not a file" in proc.stderr and "Traceback" not in proc.stderr
