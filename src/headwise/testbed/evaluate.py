@@ -74,11 +74,14 @@ def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> d
 
 
 def markdown(summary: dict, cfg: TableConfig) -> str:
-    cols = ["chair_s", "chair_i", "recall"] + [f"pope_{s}_f1" for s in cfg.splits]
-    head = ["method", "CHAIR_S", "CHAIR_I", "recall"] + [f"POPE {s} F1" for s in cfg.splits] + ["s / caption"]
+    """One row per method: CHAIR, caption length, POPE F1 and accuracy per split (percent, mean ± std over seeds)."""
+    cols = ["chair_s", "chair_i", "recall"] + [f"pope_{s}_f1" for s in cfg.splits] + [f"pope_{s}_accuracy" for s in cfg.splits]
+    head = (["method", "CHAIR_S", "CHAIR_I", "recall", "words"] + [f"POPE {s} F1" for s in cfg.splits]
+            + [f"POPE {s} acc." for s in cfg.splits] + ["s / caption"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, row in summary.items():
         cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" for c in cols]
+        cells.insert(3, f"{row['len']['mean']:.1f}")
         cells.append(f"{row['seconds_per_caption']['mean']:.2f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
