@@ -69,6 +69,23 @@ def test_per_example_loss_equals_the_token_mean_when_answers_have_the_same_lengt
     assert torch.allclose(token_mean, per_example, rtol=1e-4)
 
 
+def test_prompts_are_left_padded_from_the_first_batch(smollm2):
+    """Padding between prompt and answer would teach answers after pad tokens; a fresh tokenizer pads right."""
+    import random
+
+    from headwise.testbed.scenes import sample_scene
+
+    _, proc = tbm.fresh()
+    scenes = [sample_scene(1000, i, tbm.IMAGE_SIZE) for i in range(6)]
+    batch = tr._caption_batch(proc, scenes, random.Random(3), qa_fraction=0.5)
+    prompt_lengths = set()
+    for mask, labels in zip(batch["attention_mask"], batch["labels"]):
+        first = int((labels != -100).nonzero()[0])
+        prompt_lengths.add(int(mask[:first].sum()))
+        assert mask[first - 1] == 1 and torch.all(mask[:first].diff() >= 0)  # zeros only at the row's start
+    assert len(prompt_lengths) > 1  # the batch did need padding
+
+
 def test_bad_init_is_one_sentence_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "headwise.cli", "testbed", "train", "--out", str(tmp_path / "r"),
                            "--init", str(tmp_path / "missing.safetensors")], capture_output=True, text=True, timeout=300)

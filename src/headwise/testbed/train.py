@@ -2,9 +2,9 @@
 (2) the projector and a LoRA adapter on SmolLM2, to caption scenes and answer yes/no questions;
 (3) the same weights again on mostly questions, each example weighing the same, so answers look at the image.
 
-Both stages draw scenes from the generator's training stream (seed 1000, disjoint from the test
-seeds), checkpoint every `checkpoint_every` steps into OUT and resume from there; data depend
-only on the step, so a resumed run trains on exactly what an uninterrupted one would.
+Every stage draws scenes from its own training stream of the generator (seeds 1000-1002, disjoint
+from the test seeds) and checkpoints every `checkpoint_every` steps into OUT, resuming from there;
+data depend only on the step, so a resumed run trains on exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class TrainConfig:
             where every example weighs the same in the loss (stage 2's token mean lets captions drown
             the 3-token answers).
         init: weights to start stage 3 from (skips stages 1 and 2).
-        checkpoint_every: steps between checkpoints (both stages).
+        checkpoint_every: steps between checkpoints (every stage).
     """
 
     vision_steps: int = 400
@@ -150,9 +150,11 @@ def _caption_batch(proc, scenes, rng, qa_fraction: float):
         texts.append(proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
                                               add_generation_prompt=True, tokenize=False))
         answers.append(a + "<|im_end|>")
+    tok.padding_side = "left"
     prompt = proc(text=texts, images=[render(s) for s in scenes], return_tensors="pt", padding=True)
     tok.padding_side = "right"
     ans = tok(answers, add_special_tokens=False, return_tensors="pt", padding=True)
+    tok.padding_side = "left"
     ids = torch.cat([prompt["input_ids"], ans["input_ids"]], dim=1)
     mask = torch.cat([prompt["attention_mask"], ans["attention_mask"]], dim=1)
     labels = torch.cat([torch.full_like(prompt["input_ids"], -100),
@@ -200,7 +202,6 @@ def _fit(peft_model, proc, stage: _Stage, cfg: TrainConfig, run: Run, progress: 
         rng = random.Random(cfg.seed * 100_003 + step + 7_919 * (stage.stream - 1))
         scenes = [_scene(step, i, cfg.caption_batch, stage.stream) for i in range(cfg.caption_batch)]
         batch = _caption_batch(proc, scenes, rng, stage.qa_fraction)
-        proc.tokenizer.padding_side = "left"
         loss = _loss(peft_model, batch, stage.per_sample)
         for group in opt.param_groups:
             group["lr"] = stage.lr * _cosine(step, stage.steps)
