@@ -86,8 +86,18 @@ def test_prompts_are_left_padded_from_the_first_batch(smollm2):
     assert len(prompt_lengths) > 1  # the batch did need padding
 
 
-def test_bad_init_is_one_sentence_and_exit_2(tmp_path):
+@pytest.mark.parametrize("content, words", [(None, "not a file"), (b"not safetensors", "not a readable safetensors"),
+                                             ("empty", "holds no model.vision_tower")])
+def test_bad_init_is_one_sentence_and_exit_2(tmp_path, content, words):
+    init = tmp_path / "w.safetensors"
+    if content == "empty":
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(init))
+    elif content is not None:
+        init.write_bytes(content)
     proc = subprocess.run([sys.executable, "-m", "headwise.cli", "testbed", "train", "--out", str(tmp_path / "r"),
-                           "--init", str(tmp_path / "missing.safetensors")], capture_output=True, text=True, timeout=300)
+                           "--init", str(init)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "not a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything was written

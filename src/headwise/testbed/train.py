@@ -235,26 +235,42 @@ def _stages(cfg: TrainConfig) -> tuple[_Stage, _Stage]:
     return captions, answers
 
 
+def _read_init(path: str) -> dict[str, torch.Tensor]:
+    """The --init weights, checked before anything is loaded or written."""
+    from safetensors.torch import load_file
+
+    hint = "give an emoji_llava.safetensors from `headwise testbed train`."
+    if not Path(path).is_file():
+        raise HeadwiseError(f"--init {path} is not a file; {hint}")
+    try:
+        state = load_file(path)
+    except Exception as err:  # safetensors raises its own error types for foreign or damaged files
+        raise HeadwiseError(f"--init {path} is not a readable safetensors file ({err}); {hint}") from None
+    parts = ("model.vision_tower.", "model.multi_modal_projector.", "lora_A", "lora_B")
+    missing = [p for p in parts if not any(p in k for k in state)]
+    if missing:
+        raise HeadwiseError(f"--init {path} holds no {missing[0]} weights; {hint}")
+    return state
+
+
 def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     """All stages, then OUT/emoji_llava.safetensors (vision tower, projector, LoRA factors; fp16).
 
     With `cfg.init` (weights in that layout, e.g. the shipped ones) stages 1 and 2 are skipped and
     stage 3 continues from them.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    if cfg.init and not Path(cfg.init).is_file():
-        raise HeadwiseError(f"--init {cfg.init} is not a file; give an emoji_llava.safetensors from `headwise testbed train`.")
+    init_state = _read_init(cfg.init) if cfg.init else None
     run = Run(out, "testbed train", asdict(cfg))
     torch.manual_seed(cfg.seed)
     model, proc = tbm.fresh(seed=cfg.seed)
     captions, answers = _stages(cfg)
     start = time.perf_counter()
-    if cfg.init:
-        init = Path(cfg.init)
+    if init_state is not None:
         peft_model = _adapter(model)
-        tbm.load_trained(peft_model, load_file(init))
-        stats = {"init": str(init)}
+        tbm.load_trained(peft_model, init_state)
+        stats = {"init": str(cfg.init)}
     else:
         stats = train_vision(model, proc, cfg, run, progress)
         stats["vision_seconds"] = time.perf_counter() - start
