@@ -199,6 +199,7 @@ def _fit(peft_model, proc, stage: _Stage, cfg: TrainConfig, run: Run, progress: 
     peft_model.train()
     for step in tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=stage.name,
                      disable=not progress):
+        # Stream 1 (stage 2) keeps the seeding it always had, so the stage-2 weights stay reproducible.
         rng = random.Random(cfg.seed * 100_003 + step + 7_919 * (stage.stream - 1))
         scenes = [_scene(step, i, cfg.caption_batch, stage.stream) for i in range(cfg.caption_batch)]
         batch = _caption_batch(proc, scenes, rng, stage.qa_fraction)
@@ -277,9 +278,7 @@ def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
         peft_model = _adapter(model)
         stats.update(_fit(peft_model, proc, captions, cfg, run, progress))
     stats.update(_fit(peft_model, proc, answers, cfg, run, progress))
-    state = {k.replace("base_model.model.", ""): v.detach().to(torch.float16).contiguous()
-             for k, v in peft_model.state_dict().items()
-             if "lora_" in k or k.replace("base_model.model.", "").startswith(("model.vision_tower.", "model.multi_modal_projector."))}
+    state = {k: v.to(torch.float16) for k, v in tbm.trainable_state(model).items()}
     weights = run.path("emoji_llava.safetensors")
     save_file(state, str(weights))
     result = {**stats, "weights": str(weights), "bytes": weights.stat().st_size,
