@@ -80,8 +80,29 @@ def markdown(summary: dict, cfg: TableConfig) -> str:
             + [f"POPE {s} acc." for s in cfg.splits] + ["s / caption"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, row in summary.items():
-        cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" for c in cols]
+        # one seed has no spread to report; "± 0.0" would claim one
+        spread = len(cfg.seeds) > 1
+        cells = [f"{100 * row[c]['mean']:.1f}" + (f" ± {100 * row[c]['std']:.1f}" if spread else "") for c in cols]
         cells.insert(3, f"{row['len']['mean']:.1f}")
         cells.append(f"{row['seconds_per_caption']['mean']:.2f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(method, cfg)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _label(method: str, cfg: TableConfig) -> str:
+    """VHR's row names its settings, so a table read on its own says what was amplified."""
+    if method != "vhr":
+        return method
+    layers = "default layers" if cfg.layers is None else "layers " + _ranges(cfg.layers)
+    return f"vhr (alpha {cfg.alpha:g}, {layers})"
+
+
+def _ranges(layers: list[int]) -> str:
+    """[1, 17, 18, 19] -> "1, 17-19", the form --layers takes."""
+    runs: list[list[int]] = []
+    for layer in sorted(set(layers)):
+        if runs and layer == runs[-1][1] + 1:
+            runs[-1][1] = layer
+        else:
+            runs.append([layer, layer])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
