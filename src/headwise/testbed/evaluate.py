@@ -79,9 +79,9 @@ def markdown(summary: dict, cfg: TableConfig) -> str:
     head = (["method", "CHAIR_S", "CHAIR_I", "recall", "words"] + [f"POPE {s} F1" for s in cfg.splits]
             + [f"POPE {s} acc." for s in cfg.splits] + ["s / caption"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    # one seed has no spread to report; "± 0.0" would claim one
+    spread = len(cfg.seeds) > 1
     for method, row in summary.items():
-        # one seed has no spread to report; "± 0.0" would claim one
-        spread = len(cfg.seeds) > 1
         cells = [f"{100 * row[c]['mean']:.1f}" + (f" ± {100 * row[c]['std']:.1f}" if spread else "") for c in cols]
         cells.insert(3, f"{row['len']['mean']:.1f}")
         cells.append(f"{row['seconds_per_caption']['mean']:.2f}")
