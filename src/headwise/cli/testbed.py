@@ -35,7 +35,7 @@ def train(out: str = typer.Option(..., help="Run directory; rerun with the same 
                                               "the shipped one), skipping stages 1 and 2."),
           seed: int = typer.Option(0, help="Initialisation and sampling seed."),
           as_json: bool = JSON) -> None:
-    """Train emoji-llava from scratch in three stages (about 80 minutes on 2 CPU cores); writes OUT/emoji_llava.safetensors."""
+    """Train emoji-llava from scratch in three stages (about 55 minutes on 2 CPU cores); writes OUT/emoji_llava.safetensors."""
     from headwise.errors import HeadwiseError
     from headwise.testbed.train import TrainConfig, train as do_train
 
