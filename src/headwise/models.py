@@ -49,6 +49,12 @@ def _resolve(name_or_path: str) -> tuple[str, str | None]:
     if name_or_path in ALIASES:
         return str(ALIASES[name_or_path]()), None
     path = Path(name_or_path).expanduser()
+    if path.suffix == ".safetensors":
+        # weights from `headwise testbed train`: assembled with SmolLM2 like the shipped emoji-llava
+        from headwise.testbed.model import emoji_llava_dir, read_weights
+
+        read_weights(path, "model file")
+        return str(emoji_llava_dir(path)), None
     if path.suffix == ".gguf":
         if not path.is_file():
             raise HeadwiseError(f"model file {path} does not exist.")
@@ -76,7 +82,8 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
     """Load a model with its tokenizer (language models) or processor (vision-language models).
 
     Args:
-        name_or_path: an alias (`smollm2`), a local folder, a .gguf file or a hub id.
+        name_or_path: an alias (`smollm2`), a local folder, a .gguf file, emoji-llava weights
+            (an emoji_llava.safetensors from `headwise testbed train`) or a hub id.
         dtype: "auto" (the checkpoint's dtype; float32 on CPU), "float32", "bfloat16", "float16" or a torch dtype.
         device: "cpu", "cuda", "cuda:1"...; defaults to CUDA when available.
         attn_implementation: "sdpa" (default), "eager", "flash_attention_2"...

@@ -101,3 +101,38 @@ def test_bad_init_is_one_sentence_and_exit_2(tmp_path, content, words):
     assert proc.returncode == 2
     assert words in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_trained_weights_load_as_a_model_by_their_file(trained):
+    """`--model OUT/emoji_llava.safetensors`: assembled once into its own cache folder, the default untouched."""
+    import shutil
+
+    from headwise.models import load_model
+
+    out, result = trained
+    model, _ = load_model(str(result["weights"]))
+    folder = tbm.emoji_llava_dir(result["weights"])
+    try:
+        assert folder.name.startswith("emoji-llava-") and folder != tbm.emoji_llava_dir()
+        state = _weights(result["weights"])
+        key = next(k for k in state if "multi_modal_projector" in k)
+        assert torch.equal(dict(model.named_parameters())[key].detach(), state[key].float())
+        stamp = (folder / "config.json").stat().st_mtime_ns
+        assert tbm.emoji_llava_dir(result["weights"]) == folder  # built once
+        assert (folder / "config.json").stat().st_mtime_ns == stamp
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_foreign_weights_file_as_model_is_one_sentence_and_exit_2(tmp_path):
+    from safetensors.torch import save_file
+
+    from PIL import Image
+
+    weights, image = tmp_path / "other.safetensors", tmp_path / "a.png"
+    save_file({"x": torch.zeros(1)}, str(weights))
+    Image.new("RGB", (8, 8)).save(image)
+    proc = subprocess.run([sys.executable, "-m", "headwise.cli", "vhr", "describe", "--model", str(weights),
+                           "--image", str(image)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "holds no model.vision_tower" in proc.stderr and "Traceback" not in proc.stderr

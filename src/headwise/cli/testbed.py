@@ -43,13 +43,14 @@ def train(out: str = typer.Option(..., help="Run directory; rerun with the same 
         raise HeadwiseError("--vision-steps, --caption-steps and --answer-steps must be 0 or more.")
     result = do_train(out, TrainConfig(vision_steps=vision_steps, caption_steps=caption_steps,
                                        answer_steps=answer_steps, seed=seed, init=init), progress=not as_json)
-    emit(result, as_json, f"weights: {result['weights']} ({result['bytes'] / 1e6:.1f} MB); copy them to "
-                          "src/headwise/testbed/shipped/ to make them the default emoji-llava.")
+    emit(result, as_json, f"weights: {result['weights']} ({result['bytes'] / 1e6:.1f} MB); pass the file as --model "
+                          "to any command, or copy it to src/headwise/testbed/shipped/ to make it the default emoji-llava.")
 
 
 @app.command()
 def evaluate(out: str = typer.Option(..., help="Run directory (one sub-run per seed, method and task; resumable)."),
-             model: str = typer.Option("emoji-llava", "--model", "-m", help="Vision-language model to evaluate."),
+             model: str = typer.Option("emoji-llava", "--model", "-m", help="Vision-language model to evaluate: emoji-llava, a weights file from `headwise testbed train`, "
+                                                                          "or any model --model takes elsewhere."),
              n: int = typer.Option(200, help="Scenes per seed."),
              seeds: str = typer.Option("0,1,2", help="Scene streams, e.g. 0,1,2 (below 1000: test streams)."),
              methods: str = typer.Option("greedy,vhr,vcd,pai", help="Decoding methods to compare."),

@@ -19,7 +19,7 @@ import torch
 import transformers as tf
 
 from headwise.assets.registry import cache_dir, require, sha256
-from headwise.errors import AssetMissingError
+from headwise.errors import AssetMissingError, HeadwiseError
 
 IMAGE_SIZE, PATCH = 96, 16
 # A reserved SmolLM2 token that never occurs in text stands in for image positions: no new embeddings.
@@ -40,6 +40,24 @@ CLIP_MEAN_STD = dict(image_mean=[0.4815, 0.4578, 0.4082], image_std=[0.2686, 0.2
 
 def shipped_weights() -> Path:
     return Path(str(resources.files("headwise.testbed").joinpath("shipped/emoji_llava.safetensors")))
+
+
+def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """emoji-llava weights from a file, checked before anything is loaded or written; `what` names it in errors."""
+    from safetensors.torch import load_file
+
+    hint = "give an emoji_llava.safetensors from `headwise testbed train`."
+    if not Path(path).is_file():
+        raise HeadwiseError(f"{what} {path} is not a file; {hint}")
+    try:
+        state = load_file(path)
+    except Exception as err:  # safetensors raises its own error types for foreign or damaged files
+        raise HeadwiseError(f"{what} {path} is not a readable safetensors file ({err}); {hint}") from None
+    parts = ("model.vision_tower.", "model.multi_modal_projector.", "lora_A", "lora_B")
+    missing = [p for p in parts if not any(p in k for k in state)]
+    if missing:
+        raise HeadwiseError(f"{what} {path} holds no {missing[0]} weights; {hint}")
+    return state
 
 
 def processor(tokenizer) -> tf.LlavaProcessor:
@@ -109,14 +127,12 @@ def merge_lora(model, state: dict[str, torch.Tensor]) -> None:
 
 def build(weights: Path | None = None, out: Path | None = None) -> Path:
     """Assemble emoji-llava (SmolLM2 + shipped weights, adapter merged) into a transformers folder."""
-    from safetensors.torch import load_file
-
     weights = weights or shipped_weights()
     if not weights.is_file():
         raise AssetMissingError(f"{weights} is missing; train it with `headwise testbed train` or reinstall headwise.")
     out = out or cache_dir() / "emoji-llava"
+    state = read_weights(weights, "emoji-llava weights")
     model, proc = fresh()
-    state = load_file(weights)
     missing = [k for k in state if "lora_" not in k and k not in model.state_dict()]
     if missing:
         raise AssetMissingError(f"{weights} does not match this model (e.g. {missing[0]}); rebuild it with `headwise testbed train`.")
@@ -131,21 +147,27 @@ def build(weights: Path | None = None, out: Path | None = None) -> Path:
 SOURCE = "headwise-source.json"
 
 
-def emoji_llava_dir() -> Path:
-    """The cached emoji-llava folder, assembled on first use and again whenever the shipped weights change."""
-    folder = cache_dir() / "emoji-llava"
+def emoji_llava_dir(weights: Path | None = None) -> Path:
+    """The cached emoji-llava folder for `weights` (default: the shipped ones), assembled on first use.
+
+    Other weights (e.g. from `headwise testbed train`) get a folder named by their hash, so they never
+    replace the default model and are built once however often they are loaded.
+    """
+    weights = Path(weights) if weights else shipped_weights()
+    digest = sha256(weights) if weights.is_file() else None
+    shipped = shipped_weights()
+    default = digest is None or (shipped.is_file() and digest == sha256(shipped))
+    name = "emoji-llava" if default else f"emoji-llava-{digest[:12]}"
+    folder = cache_dir() / name
     source = folder / SOURCE
-    if source.is_file() and json.loads(source.read_text()).get("weights_sha256") == sha256(shipped_weights()):
+    if digest and source.is_file() and json.loads(source.read_text()).get("weights_sha256") == digest:
         return folder
     require("smollm2")
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap it in with one rename, so no reader sees half a model.
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".emoji-llava-") as tmp:
-        built = build(out=Path(tmp) / "model")
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
+        built = build(weights, out=Path(tmp) / "model")
         if folder.exists():
             shutil.rmtree(folder)
         built.rename(folder)
     return folder
-
-
-__all__ = ["build", "emoji_llava_dir", "fresh", "processor"]

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from headwise.errors import HeadwiseError
 from headwise.runs import Run
 from headwise.testbed import model as tbm
 from headwise.testbed.dataset import noun_phrase, target_caption
@@ -236,24 +235,6 @@ def _stages(cfg: TrainConfig) -> tuple[_Stage, _Stage]:
     return captions, answers
 
 
-def _read_init(path: str) -> dict[str, torch.Tensor]:
-    """The --init weights, checked before anything is loaded or written."""
-    from safetensors.torch import load_file
-
-    hint = "give an emoji_llava.safetensors from `headwise testbed train`."
-    if not Path(path).is_file():
-        raise HeadwiseError(f"--init {path} is not a file; {hint}")
-    try:
-        state = load_file(path)
-    except Exception as err:  # safetensors raises its own error types for foreign or damaged files
-        raise HeadwiseError(f"--init {path} is not a readable safetensors file ({err}); {hint}") from None
-    parts = ("model.vision_tower.", "model.multi_modal_projector.", "lora_A", "lora_B")
-    missing = [p for p in parts if not any(p in k for k in state)]
-    if missing:
-        raise HeadwiseError(f"--init {path} holds no {missing[0]} weights; {hint}")
-    return state
-
-
 def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     """All stages, then OUT/emoji_llava.safetensors (vision tower, projector, LoRA factors; fp16).
 
@@ -262,7 +243,7 @@ def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     """
     from safetensors.torch import save_file
 
-    init_state = _read_init(cfg.init) if cfg.init else None
+    init_state = tbm.read_weights(cfg.init, "--init") if cfg.init else None
     run = Run(out, "testbed train", asdict(cfg))
     torch.manual_seed(cfg.seed)
     model, proc = tbm.fresh(seed=cfg.seed)
