@@ -124,15 +124,21 @@ def test_trained_weights_load_as_a_model_by_their_file(trained):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_foreign_weights_file_as_model_is_one_sentence_and_exit_2(tmp_path):
-    from safetensors.torch import save_file
-
+@pytest.mark.parametrize("kind, words", [("foreign", "holds no model.vision_tower"),
+                                         ("wrong shape", "does not match this model")])
+def test_unusable_weights_as_model_are_one_sentence_and_exit_2(tmp_path, kind, words):
     from PIL import Image
+    from safetensors.torch import load_file, save_file
 
     weights, image = tmp_path / "other.safetensors", tmp_path / "a.png"
-    save_file({"x": torch.zeros(1)}, str(weights))
+    state = {"x": torch.zeros(1)}
+    if kind == "wrong shape":
+        state = load_file(tbm.shipped_weights())
+        key = next(k for k in state if "multi_modal_projector" in k)
+        state[key] = torch.zeros(3, 3, dtype=state[key].dtype)
+    save_file(state, str(weights))
     Image.new("RGB", (8, 8)).save(image)
     proc = subprocess.run([sys.executable, "-m", "headwise.cli", "vhr", "describe", "--model", str(weights),
                            "--image", str(image)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "holds no model.vision_tower" in proc.stderr and "Traceback" not in proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr

@@ -49,8 +49,9 @@ def train(out: str = typer.Option(..., help="Run directory; rerun with the same 
 
 @app.command()
 def evaluate(out: str = typer.Option(..., help="Run directory (one sub-run per seed, method and task; resumable)."),
-             model: str = typer.Option("emoji-llava", "--model", "-m", help="Vision-language model to evaluate: emoji-llava, a weights file from `headwise testbed train`, "
-                                                                          "or any model --model takes elsewhere."),
+             model: str = typer.Option("emoji-llava", "--model", "-m",
+                                       help="Vision-language model to evaluate: emoji-llava, an emoji_llava.safetensors "
+                                            "from `headwise testbed train`, or any model --model takes elsewhere."),
              n: int = typer.Option(200, help="Scenes per seed."),
              seeds: str = typer.Option("0,1,2", help="Scene streams, e.g. 0,1,2 (below 1000: test streams)."),
              methods: str = typer.Option("greedy,vhr,vcd,pai", help="Decoding methods to compare."),

@@ -133,9 +133,11 @@ def build(weights: Path | None = None, out: Path | None = None) -> Path:
     out = out or cache_dir() / "emoji-llava"
     state = read_weights(weights, "emoji-llava weights")
     model, proc = fresh()
-    missing = [k for k in state if "lora_" not in k and k not in model.state_dict()]
-    if missing:
-        raise AssetMissingError(f"{weights} does not match this model (e.g. {missing[0]}); rebuild it with `headwise testbed train`.")
+    own = model.state_dict()
+    # a shape mismatch would otherwise surface as load_state_dict's traceback
+    foreign = [k for k in state if "lora_" not in k and (k not in own or own[k].shape != state[k].shape)]
+    if foreign:
+        raise AssetMissingError(f"{weights} does not match this model (e.g. {foreign[0]}); rebuild it with `headwise testbed train`.")
     model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
     merge_lora(model, state)
     model.save_pretrained(out)
