@@ -51,9 +51,9 @@ def _resolve(name_or_path: str) -> tuple[str, str | None]:
     path = Path(name_or_path).expanduser()
     if path.suffix == ".safetensors":
         # weights from `headwise testbed train`: assembled with SmolLM2 like the shipped emoji-llava
-        from headwise.testbed.model import emoji_llava_dir, read_weights
+        # (checked by build() before anything is assembled; a cached folder was checked when built)
+        from headwise.testbed.model import emoji_llava_dir
 
-        read_weights(path, "model file")
         return str(emoji_llava_dir(path)), None
     if path.suffix == ".gguf":
         if not path.is_file():

@@ -42,6 +42,14 @@ def shipped_weights() -> Path:
     return Path(str(resources.files("headwise.testbed").joinpath("shipped/emoji_llava.safetensors")))
 
 
+def _existing(weights: Path | None) -> Path:
+    """`weights` (default: the shipped file), which must exist."""
+    weights = Path(weights) if weights else shipped_weights()
+    if not weights.is_file():
+        raise AssetMissingError(f"{weights} is missing; train it with `headwise testbed train` or reinstall headwise.")
+    return weights
+
+
 def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """emoji-llava weights from a file, checked before anything is loaded or written; `what` names it in errors."""
     from safetensors.torch import load_file
@@ -56,7 +64,7 @@ def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     parts = ("model.vision_tower.", "model.multi_modal_projector.", "lora_A", "lora_B")
     missing = [p for p in parts if not any(p in k for k in state)]
     if missing:
-        raise HeadwiseError(f"{what} {path} holds no {missing[0]} weights; {hint}")
+        raise HeadwiseError(f"{what} {path} holds no {missing[0].rstrip('.')} weights; {hint}")
     return state
 
 
@@ -127,9 +135,7 @@ def merge_lora(model, state: dict[str, torch.Tensor]) -> None:
 
 def build(weights: Path | None = None, out: Path | None = None) -> Path:
     """Assemble emoji-llava (SmolLM2 + shipped weights, adapter merged) into a transformers folder."""
-    weights = weights or shipped_weights()
-    if not weights.is_file():
-        raise AssetMissingError(f"{weights} is missing; train it with `headwise testbed train` or reinstall headwise.")
+    weights = _existing(weights)
     out = out or cache_dir() / "emoji-llava"
     state = read_weights(weights, "emoji-llava weights")
     model, proc = fresh()
@@ -155,14 +161,13 @@ def emoji_llava_dir(weights: Path | None = None) -> Path:
     Other weights (e.g. from `headwise testbed train`) get a folder named by their hash, so they never
     replace the default model and are built once however often they are loaded.
     """
-    weights = Path(weights) if weights else shipped_weights()
-    digest = sha256(weights) if weights.is_file() else None
-    shipped = shipped_weights()
-    default = digest is None or (shipped.is_file() and digest == sha256(shipped))
+    shipped, weights = shipped_weights(), _existing(weights)
+    digest = sha256(weights)
+    default = weights == shipped or (shipped.is_file() and digest == sha256(shipped))
     name = "emoji-llava" if default else f"emoji-llava-{digest[:12]}"
     folder = cache_dir() / name
     source = folder / SOURCE
-    if digest and source.is_file() and json.loads(source.read_text()).get("weights_sha256") == digest:
+    if source.is_file() and json.loads(source.read_text()).get("weights_sha256") == digest:
         return folder
     require("smollm2")
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -173,3 +178,6 @@ def emoji_llava_dir(weights: Path | None = None) -> Path:
             shutil.rmtree(folder)
         built.rename(folder)
     return folder
+
+
+__all__ = ["build", "emoji_llava_dir", "fresh", "processor", "read_weights"]
