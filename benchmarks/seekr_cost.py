@@ -53,7 +53,7 @@ def main() -> None:
         cl.opt.zero_grad(set_to_none=True)  # timing only: the weights never change
         return time.perf_counter() - t0
 
-    kinds = {"seekr_replay": lambda: cl._replay_loss(replay_refs),
+    kinds = {"seekr_replay": lambda: cl._replay_loss(replay_refs)["loss"],
              "plain_replay": lambda: cl._task_loss([(j, i) for j, i, _ in replay_refs]),
              "task": lambda: cl._task_loss(task_refs)}
     times = {k: [] for k in kinds}
@@ -63,7 +63,7 @@ def main() -> None:
         for k, fn in kinds.items():
             times[k].append(step(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
-    steps = epoch_steps(len(tasks[1].train), len(pool), cfg.batch_size, cfg.seed, 1, 0, cfg.faithful)
+    steps = epoch_steps(len(tasks[1].train), len(pool), cfg.batch_size, cfg.seed, 1, 0, cfg.faithful, cfg.replay_cycle)
     n_replay = sum(1 for k, _ in steps if k == "replay")
     n_task = len(steps) - n_replay
     seekr_per_step = (n_task * med["task"] + n_replay * med["seekr_replay"]) / len(steps)

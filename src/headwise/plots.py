@@ -36,3 +36,24 @@ def save(fig, path: str | Path) -> Path:
     plt.close(fig)
     atomic_write(Path(path), buf.getvalue())
     return Path(path)
+
+
+def score_matrix(matrix, tasks: list[str], path: str | Path, base=None, title: str = "") -> Path:
+    """The continual-learning score matrix: a row per model (base, then after each task), a column per task,
+    the value written in every cell."""
+    rows = ([list(base)] if base else []) + [list(r) for r in matrix]
+    labels = (["base"] if base else []) + [f"after {t}" for t in tasks[:len(matrix)]]
+    m = np.asarray(rows, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(tasks) + 2.5), max(2.5, 0.5 * len(rows) + 1.5)))
+    im = ax.imshow(m, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1.0, float(np.nanmax(m))),
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="score")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if m[i, j] > 0.6 else "white")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(title=title, xlabel="scored on task")
+    fig.tight_layout()
+    return save(fig, path)

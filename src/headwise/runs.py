@@ -31,6 +31,20 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The whole lines of a JSON-lines file; a last line cut short by a kill is left out (it will be redone)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 def environment() -> dict[str, Any]:
     import torch
     import transformers

@@ -27,11 +27,20 @@ def test_metrics_on_a_hand_made_matrix():
         overall_performance([[1, 2]])
 
 
-@pytest.mark.parametrize("ratio,size,want", [(0.01, 5000, 50), (0.1, 1000, 100), (0.01, 50, 1), (1, 7, 7), (3, 10, 3)])
-def test_buffer_sizes_per_ratio(ratio, size, want):
+@pytest.mark.parametrize("ratio,size,want,faithful_want", [
+    (0.01, 5000, 50, 50), (0.1, 1000, 100, 100), (0.01, 50, 1, None), (0.1, 64, 6, 6), (1, 7, 7, 1), (3, 10, 3, 3)])
+def test_buffer_sizes_per_ratio(ratio, size, want, faithful_want):
+    """--faithful: the reference (jinghan1he/SEEKR, training/seekr.py `get_dataset`) keeps int(|D| * r) items
+    for r < 1 and int(r) for r >= 1 (so r = 1 is one item). Ours: r = 1 is the whole task and a ratio keeps at
+    least one item. Where the reference keeps 0 items its replay loader fails, so --faithful refuses."""
     assert buffer_size(ratio, size) == want
     assert len(select(list(range(size)), ratio, "random", 0)) == want
     assert select(list(range(size)), ratio, "first", 0) == list(range(want))
+    if faithful_want is None:
+        with pytest.raises(HeadwiseError, match="keeps int"):
+            buffer_size(ratio, size, faithful=True)
+    else:
+        assert buffer_size(ratio, size, faithful=True) == faithful_want
 
 
 @pytest.mark.parametrize("ratio", [0, -0.5, 1.5, float("nan")])
@@ -119,13 +128,41 @@ def test_logit_kd_positions_and_topk():
     assert logit_kd(student, pos, [{"logprobs": values, "index": index}]).item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_schedule_interleaves_and_faithful_cycle_can_turn_replay_off():
+def test_schedule_follows_the_reference_loop():
+    """jinghan1he/SEEKR training/seekr.py `train_one_task`: for task step k, a replay step runs first when
+    (k + 1) % replay_cycle == 0, with replay_cycle = len(train_loader) // len(replay_loader) unless given."""
     steps = epoch_steps(8, 2, 2, 0, 1, 0, faithful=False)  # 4 task batches, 1 replay batch: cycle 4
-    assert [k for k, _ in steps] == ["replay", "task", "task", "task", "task"]
+    assert [k for k, _ in steps] == ["task", "task", "task", "replay", "task"]
     assert epoch_steps(8, 2, 2, 0, 1, 0, False) == steps  # seeded
-    many = epoch_steps(2, 6, 2, 0, 1, 0, faithful=True)  # 1 task batch, 3 replay batches: cycle 0
-    assert [k for k, _ in many] == ["task"]
+    # 6 task batches, 2 replay batches: cycle 3, replay before task steps 2 and 5.
+    kinds = [k for k, _ in epoch_steps(12, 4, 2, 0, 1, 0, False)]
+    assert kinds == ["task", "task", "replay", "task", "task", "task", "replay", "task"]
+    # A given cycle (the reference's --replay_cycle): 2 over 6 task batches replays 3 times, the one replay
+    # batch over and over (the reference restarts the replay iterator when it runs out).
+    given = epoch_steps(12, 2, 2, 0, 1, 0, False, cycle=2)
+    assert [k for k, _ in given] == ["task", "replay", "task", "task", "replay", "task", "task", "replay", "task"]
+    assert given[1][1] == given[4][1] == given[7][1]
+    # 1 task batch, 3 replay batches: automatic cycle 0. The reference never replays (faithful); we use 1.
+    assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, faithful=True)] == ["task"]
     assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, faithful=False)] == ["replay", "task"]
+    for bad in (0, -1):
+        with pytest.raises(HeadwiseError, match="replay cycle"):
+            epoch_steps(8, 2, 2, 0, 1, 0, False, cycle=bad)
+
+
+def test_replay_cycle_is_checked_against_the_tasks():
+    from headwise.cl.config import check_sequence
+    from headwise.cl.data import Task
+
+    tasks = [Task(n, "accuracy", [{"prompt": "p", "answer": "a"}] * 8, [], [{"prompt": "p", "answer": "a"}])
+             for n in ("a", "b")]
+    check_sequence(CLConfig(batch_size=2, replay_cycle=4), tasks)  # 4 task batches
+    with pytest.raises(HeadwiseError, match="more than the 4 task batches of task b"):
+        check_sequence(CLConfig(batch_size=2, replay_cycle=5), tasks)
+    check_sequence(CLConfig(method="replay", batch_size=2, replay_cycle=5), tasks)  # replay has no cycle
+    for bad in (0, -2):
+        with pytest.raises(HeadwiseError, match="replay-cycle must be a positive"):
+            CLConfig(replay_cycle=bad)
 
 
 def test_config_validation_and_faithful_switch():

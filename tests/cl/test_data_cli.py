@@ -90,6 +90,12 @@ def test_cli_bad_input_exits_2_with_one_sentence(tmp_path, trace_dir):
     assert p.returncode == 2 and "replay must be a ratio" in p.stderr
     p = cli("report", str(tmp_path))
     assert p.returncode == 2 and "no results.json" in p.stderr
+    for bad, words in (("0", "must be a positive"), ("-3", "must be a positive"), ("5", "more than the 4 task batches")):
+        out = tmp_path / f"cycle{bad}"
+        p = cli("run", "--model", "smollm2", "--benchmark", f"trace:{write_trace(tmp_path / f'b{bad}')}",
+                "--replay-cycle", bad, "--out", str(out))
+        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and not out.exists()
     # The model loads before the run directory is made, so a bad --model leaves nothing behind.
     p = cli("run", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "r4"))
     assert p.returncode == 2 and "Traceback" not in p.stderr and not (tmp_path / "r4").exists()
@@ -101,3 +107,24 @@ def test_cli_report_prints_the_matrix(tmp_path):
                                                         "bwt_paper": -0.05, "fwt": 0.1}))
     p = cli("report", str(tmp_path))
     assert p.returncode == 0 and "OP 0.5000" in p.stdout and "BWT -0.1000 (1/(T-1))" in p.stdout
+
+
+def test_cli_report_summarises_the_losses(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"tasks": ["a", "b"], "method": "seekr", "base": [0.1, 0.2],
+                                                        "matrix": [[0.5, 0.3]], "op": None}))
+    lines = [{"task": "a", "epoch": 0, "step": k, "kind": "task", "loss": 2.0, "grad_norm": 3.0, "clipped": True}
+             for k in range(2)]
+    lines += [{"task": "b", "epoch": 0, "step": 0, "kind": "task", "loss": 1.0, "grad_norm": 0.5, "clipped": False},
+              {"task": "b", "epoch": 0, "step": 1, "kind": "replay", "loss": 4.0, "ce": 1.0, "kd": 3.0, "attn": 0.002,
+               "attn_weighted": 2.0, "grad_norm": 2.0, "clipped": True},
+              {"task": "b", "epoch": 0, "step": 2, "kind": "replay", "loss": 6.0, "ce": 3.0, "kd": 5.0, "attn": 0.004,
+               "attn_weighted": 4.0, "grad_norm": 0.1, "clipped": False}]
+    (tmp_path / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"task": "b", "ep')
+    p = cli("report", str(tmp_path), "--json")
+    assert p.returncode == 0, p.stderr
+    b = json.loads(p.stdout)["losses"]["b"]
+    assert (b["ce"], b["kd"], b["attn"], b["attn_weighted"]) == (2.0, 4.0, 0.003, 3.0)
+    assert b["clipped"] == 1 and b["optimizer_steps"] == 3 and b["replay_positions"] == {"0": [1, 2]}
+    assert json.loads(p.stdout)["losses"]["a"]["clipped"] == 2
+    text = cli("report", str(tmp_path)).stdout
+    assert "b: epoch 1: 2 replay steps at micro-steps 1, 2 of 3" in text and "incomplete" in text

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from headwise.cl import losslog
 from headwise.cl.config import CLConfig
 from headwise.cl.data import load_trace
 from headwise.cl.losses import attention_kl
@@ -96,6 +97,26 @@ def test_seekr_run_writes_results_teacher_store_and_plots(tmp_path, trace_dir, t
     assert not (tmp_path / "run" / "work" / "a").exists()  # the all-head "before" maps are gone
 
 
+def test_losses_log_every_micro_step_with_the_replay_parts(tmp_path, trace_dir, tok):
+    run_cl(tmp_path / "run", trace_dir, tok, epochs=1)
+    lines = losslog.read(tmp_path / "run" / "losses.jsonl")
+    # Task a: 4 task steps of 2; task b: 4 task steps and, from its buffer of 2, one replay step before the 4th.
+    assert [(r["task"], r["step"], r["kind"]) for r in lines] == \
+        [("a", k, "task") for k in range(4)] + [("b", 0, "task"), ("b", 1, "task"), ("b", 2, "task"),
+                                                 ("b", 3, "replay"), ("b", 4, "task")]
+    for task in ("b",):
+        first = next(r["step"] for r in lines if r["task"] == task and r["kind"] == "replay")
+        assert any(r["task"] == task and r["kind"] == "task" and r["step"] < first for r in lines)
+    replay = [r for r in lines if r["kind"] == "replay"]
+    assert all(r["attn"] > 0 for r in replay)
+    for r in replay:
+        assert r["attn_weighted"] == pytest.approx(1000.0 * r["attn"])
+        # What was back-propagated is the paper's sum of the logged parts.
+        assert r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["kd"] + r["attn_weighted"], rel=1e-5)
+    assert all(r["grad_norm"] > 0 and r["clipped"] == (r["grad_norm"] > 1.0) for r in lines)
+    assert (tmp_path / "run" / "losses.png").is_file()
+
+
 class Killed(Exception):
     pass
 
@@ -113,15 +134,17 @@ def test_killed_mid_task_and_resumed_gives_the_same_metrics(tmp_path, trace_dir,
         run_cl(tmp_path / "killed", trace_dir, tok, on_step=kill)
     state = json.loads((tmp_path / "killed" / "state.json").read_text())
     assert state["done"]["a"] == ["before", "train", "teacher", "eval"] and "train" not in state["done"]["b"]
-    progress = torch.load(tmp_path / "killed" / "checkpoint" / "ckpt.pt", weights_only=False)["progress"]
+    progress = torch.load(tmp_path / "killed" / "checkpoint" / "ckpt.pt", weights_only=True)["progress"]
     assert progress == {"task": 1, "epoch": 0, "step": 2}  # resumes mid-task, redoing the lost steps
     resumed = run_cl(tmp_path / "killed", trace_dir, tok)
     assert resumed["matrix"] == full["matrix"]
     assert (resumed["op"], resumed["bwt"], resumed["fwt"]) == (full["op"], full["bwt"], full["fwt"])
     assert resumed["heads"] == full["heads"]
     # Scores of a tiny random model can tie by chance; the trained weights must match too.
-    w_full = torch.load(tmp_path / "full" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
-    w_res = torch.load(tmp_path / "killed" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+    # losses.jsonl: the lines after the last checkpoint were cut on resume, so none is doubled or missing.
+    assert losslog.read(tmp_path / "killed" / "losses.jsonl") == losslog.read(tmp_path / "full" / "losses.jsonl")
+    w_full = torch.load(tmp_path / "full" / "checkpoint" / "ckpt.pt", weights_only=True)["weights"]
+    w_res = torch.load(tmp_path / "killed" / "checkpoint" / "ckpt.pt", weights_only=True)["weights"]
     assert all(torch.equal(w_full[n], w_res[n]) for n in w_full)
     start = tiny_model("llama").state_dict()
     assert any(not torch.equal(start[n], w_full[n]) for n in w_full)
@@ -137,7 +160,7 @@ def test_baselines_run(tmp_path, trace_dir, tok, method):
 def test_lora_trains_only_adapters(tmp_path, trace_dir, tok):
     res = run_cl(tmp_path / "lora", trace_dir, tok, lora=True, epochs=1)
     assert res["complete"]
-    ck = torch.load(tmp_path / "lora" / "checkpoint" / "ckpt.pt", weights_only=False)
+    ck = torch.load(tmp_path / "lora" / "checkpoint" / "ckpt.pt", weights_only=True)
     assert ck["weights"] and all("lora_" in n for n in ck["weights"])
 
 
@@ -171,7 +194,16 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
     assert (tmp_path / "two" / "world.txt").read_text() == "2"
     assert r2["complete"] and r1["heads"] == r2["heads"]
     assert r1["matrix"] == r2["matrix"]
-    w1 = torch.load(tmp_path / "one" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+    # The buffer of 5 at batch 4 ends in a 1-item replay batch: one process had nothing and did an empty step.
+    assert r1["buffer_sizes"] == {"a": 5, "b": 5}
+    l1, l2 = (losslog.read(tmp_path / d / "losses.jsonl") for d in ("one", "two"))
+    assert [(r["task"], r["epoch"], r["step"], r["kind"]) for r in l1] == \
+        [(r["task"], r["epoch"], r["step"], r["kind"]) for r in l2]
+    for a, b in zip(l1, l2):
+        for key in ("loss", "ce", "kd", "attn", "grad_norm"):
+            if a.get(key) is not None:
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a, b)
+    w1 = torch.load(tmp_path / "one" / "checkpoint" / "ckpt.pt", weights_only=True)["weights"]
     if mode == "all-ranks":
         from safetensors.torch import load_file
 
@@ -180,7 +212,7 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
         assert saved["progress"]["task"] == 1 and [p.name for p in ckpt.glob("state-*")] == [saved["state"]]
         w2 = load_file(str(ckpt / saved["state"] / "model.safetensors"))
     else:
-        w2 = torch.load(tmp_path / "two" / "checkpoint" / "ckpt.pt", weights_only=False)["weights"]
+        w2 = torch.load(tmp_path / "two" / "checkpoint" / "ckpt.pt", weights_only=True)["weights"]
     assert max((w1[n] - w2[n]).abs().max().item() for n in w1) < 1e-4
 
 

@@ -23,7 +23,8 @@ if state.num_processes > 1:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
-cfg = CLConfig(batch_size=2, lr=1e-3, epochs=2, replay=0.25, max_new_tokens=2, layer_budget=1, head_budget=2,
+# A buffer of 5 at batch 4: the second replay batch holds 1 item, so one of 2 processes gets none.
+cfg = CLConfig(batch_size=4, lr=1e-3, epochs=2, replay=5, max_new_tokens=2, layer_budget=1, head_budget=2,
                query_budget=4, logit_topk=8, checkpoint_every=100, seed=3)
 run = Run(sys.argv[2], "cl run", cfg.to_dict())
 trainer = Continual(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run,

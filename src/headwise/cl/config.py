@@ -30,6 +30,7 @@ class CLConfig:
     query_budget: int = 32  # query rows per sample for F, the teacher maps and the KL; 0: all rows
     logit_topk: int = 64  # teacher logits kept per position; 0: the full vocabulary
     faithful: bool = False  # reproduce the original code's choices (design doc §11/§12)
+    replay_cycle: int | None = None  # replay before every cycle-th task step; None: task batches // replay batches
     checkpoint_every: int = 50  # optimizer-independent micro-steps between mid-task checkpoints
     lora: bool = False
     lora_rank: int = 8
@@ -74,6 +75,9 @@ class CLConfig:
         for name in ("layer_budget", "head_budget"):
             if getattr(self, name) <= 0:
                 raise HeadwiseError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        if self.replay_cycle is not None and self.replay_cycle < 1:
+            raise HeadwiseError(f"--replay-cycle must be a positive number of task steps, got {self.replay_cycle} "
+                                "(leave it out for the automatic cycle).")
         if self.query_budget < 0 or self.logit_topk < 0 or self.eval_max < 0:
             raise HeadwiseError("query budget, logit top-k and eval-max must not be negative.")
 
@@ -99,6 +103,23 @@ class CLConfig:
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
+
+
+def check_sequence(config: CLConfig, tasks: list) -> None:
+    """Refuse settings that do not fit these tasks, before anything is loaded or written."""
+    from headwise.cl.buffer import buffer_size
+    from headwise.cl.schedule import task_batch_count
+
+    for i, t in enumerate(tasks):
+        config.epochs_for(i, len(tasks))
+        buffer_size(config.replay, len(t.train), f"task {t.name}", config.faithful)
+        # Plain replay mixes its buffer into the task data, so only the distilling methods have a cycle.
+        if i and config.replay_cycle and config.method in ("derpp", "seekr"):
+            n = task_batch_count(len(t.train), config.batch_size)
+            if config.replay_cycle > n:
+                raise HeadwiseError(f"--replay-cycle {config.replay_cycle} is more than the {n} task batches of "
+                                    f"task {t.name}, so it would never replay; use at most {n}, or leave it out "
+                                    "for the automatic cycle.")
 
 
 def budget_count(budget: float, total: int, what: str) -> int:

@@ -7,6 +7,8 @@ import hashlib
 
 import torch
 
+from headwise.errors import HeadwiseError
+
 
 def _generator(*key) -> torch.Generator:
     return torch.Generator().manual_seed(int(hashlib.sha1(repr(key).encode()).hexdigest()[:15], 16))
@@ -18,29 +20,38 @@ def batches(n_items: int, batch_size: int, *key) -> list[list[int]]:
 
 
 def epoch_steps(n_task: int, n_replay: int, batch_size: int, seed: int, task: int, epoch: int,
-                faithful: bool) -> list[tuple[str, list[int]]]:
+                faithful: bool, cycle: int | None = None) -> list[tuple[str, list[int]]]:
     """[("task" | "replay", item indices)] for one epoch.
 
-    A replay micro-step runs before every cycle-th new-task micro-step, cycle = floor(task batches /
-    replay batches), and the replay order restarts each epoch and whenever it runs out (design doc
-    §3.3). faithful keeps the original's bug: a cycle of 0 (more replay than task batches) turns
-    replay off; otherwise the cycle is at least 1.
+    As the reference training loop (jinghan1he/SEEKR, training/seekr.py, `train_one_task`): with
+    k the 0-based index of a new-task micro-step, one replay micro-step runs just before task step k
+    whenever (k + 1) % cycle == 0, i.e. after cycle - 1 task steps. cycle is given (the reference's
+    --replay_cycle) or, when None, floor(task batches / replay batches). The replay order restarts each
+    epoch and whenever it runs out. faithful keeps the reference's bug: an automatic cycle of 0
+    (more replay than task batches) turns replay off; otherwise the automatic cycle is at least 1.
     """
     task_batches = batches(n_task, batch_size, seed, task, epoch, "task")
     if n_replay == 0:
         return [("task", b) for b in task_batches]
     replay_batches = batches(n_replay, batch_size, seed, task, epoch, "replay")
-    cycle = len(task_batches) // len(replay_batches)
-    if cycle == 0 and faithful:
-        return [("task", b) for b in task_batches]
-    cycle = max(cycle, 1)
+    if cycle is not None and cycle < 1:
+        raise HeadwiseError(f"the replay cycle must be a positive number of task steps, not {cycle}.")
+    if cycle is None:
+        cycle = len(task_batches) // len(replay_batches)
+        if cycle == 0 and faithful:
+            return [("task", b) for b in task_batches]
+        cycle = max(cycle, 1)
     steps, r = [], 0
     for k, b in enumerate(task_batches):
-        if k % cycle == 0:
+        if (k + 1) % cycle == 0:
             steps.append(("replay", replay_batches[r % len(replay_batches)]))
             r += 1
         steps.append(("task", b))
     return steps
+
+
+def task_batch_count(n_items: int, batch_size: int) -> int:
+    return -(-n_items // batch_size)
 
 
 def step_seed(seed: int, task: int, epoch: int, step: int) -> int:

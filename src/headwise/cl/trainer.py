@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headwise.cl import buffer as replay_buffer
-from headwise.cl.config import CLConfig
+from headwise.cl.config import CLConfig, check_sequence
 from headwise.cl.data import Task, collate, encode, pad_id
 from headwise.cl.distributed import shards_parameters
 from headwise.cl.evaluate import score_task
@@ -27,6 +27,7 @@ from headwise.cl.importance import (capture_all_maps, forgettability, normalize_
                                     sensitivity_and_maps)
 from headwise.cl.losses import attention_kl, kd_positions, logit_kd
 from headwise.cl.metrics import summarize
+from headwise.cl.losslog import LossLog
 from headwise.cl.schedule import epoch_steps, step_seed
 from headwise.cl.teacher import TeacherShard, topk_logprobs, write_shard
 from headwise.errors import HeadwiseError
@@ -56,9 +57,7 @@ class Continual:
         self.core = self.model.get_base_model() if config.lora else self.model
         self.layout = layout(self.core)
         self.pad = pad_id(tokenizer)
-        for i, t in enumerate(tasks):
-            config.epochs_for(i, len(tasks))
-            replay_buffer.buffer_size(config.replay, len(t.train), f"task {t.name}")
+        check_sequence(config, tasks)
         if config.method == "seekr":
             sel = select_heads(torch.zeros(self.layout.num_layers, self.layout.num_heads), config.layer_budget,
                                config.head_budget)  # refuse impossible budgets before any work
@@ -150,7 +149,7 @@ class Continual:
         path = self._ckpt_dir() / "ckpt.pt"
         if not path.is_file():
             return None
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for n, w in ck["weights"].items():
@@ -201,7 +200,8 @@ class Continual:
         task = self.tasks[t]
         if task.name not in self.state["buffers"]:
             self.state["buffers"][task.name] = replay_buffer.select(task.train, self.cfg.replay, self.cfg.replay_sampling,
-                                                                    self.cfg.seed, f"task {task.name}")
+                                                                    self.cfg.seed, f"task {task.name}",
+                                                                    self.cfg.faithful)
 
     def _replay_pool(self, t: int) -> list[tuple[int, int, int]]:
         """(task index, item index, position in that task's buffer) for every buffered sample of tasks < t."""
@@ -222,10 +222,14 @@ class Continual:
         epochs = cfg.epochs_for(t, len(self.tasks))
         timing = self.state["timing"].setdefault(task.name, {"seconds": 0.0, "task_steps": 0, "replay_steps": 0,
                                                             "replay_seconds": 0.0})
+        losses = self._loss_log()
+        if losses is not None:
+            losses.resume_at(t, start["epoch"], start["step"])
         self.train_model.train()
         micro = 0
         for epoch in range(start["epoch"], epochs):
-            steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.faithful)
+            steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.faithful,
+                                cfg.replay_cycle)
             first = start["step"] if epoch == start["epoch"] else 0
             bar = tqdm(range(first, len(steps)), total=len(steps), initial=first, leave=False, unit="step",
                        desc=f"{task.name} epoch {epoch + 1}/{epochs}", disable=not (self.main and self.progress))
@@ -234,24 +238,35 @@ class Continual:
                 torch.manual_seed(step_seed(cfg.seed, t, epoch, k))
                 t0 = time.perf_counter()
                 mine = idx[self.rank::self.world]
+                # Processes average their gradients, so each one's loss is weighted by its share of the batch
+                # (1 on an even split). A last batch smaller than the number of processes leaves some without
+                # items: they still run the step (DDP and sharded weights need every process in every
+                # backward), on a stand-in item weighted 0.
+                weight = len(mine) * self.world / len(idx)
+                mine = mine or idx[:1]
                 if kind == "replay":
-                    loss = self._replay_loss([pool[i] for i in mine])
+                    parts = self._replay_loss([pool[i] for i in mine])
                 else:
-                    loss = self._task_loss([items[i] for i in mine])
+                    parts = {"loss": self._task_loss([items[i] for i in mine])}
+                loss = parts["loss"] * weight
                 if self.acc is not None:
                     self.acc.backward(loss / cfg.grad_accum)
                 else:
                     (loss / cfg.grad_accum).backward()
                 micro += 1
                 last = k == len(steps) - 1 and epoch == epochs - 1
+                grad_norm = None
                 if micro % cfg.grad_accum == 0 or last:
                     if self.acc is not None:
-                        self.acc.clip_grad_norm_(self.params, cfg.clip)
+                        grad_norm = self.acc.clip_grad_norm_(self.params, cfg.clip)
                     else:
-                        torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
+                        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
                     micro = 0
+                record = self._step_record(task.name, epoch, k, kind, parts, weight, grad_norm)
+                if losses is not None:
+                    losses.append(record)
                 dt = time.perf_counter() - t0
                 timing["seconds"] += dt
                 timing[f"{kind}_steps"] += 1
@@ -264,6 +279,26 @@ class Continual:
                     self._save_checkpoint({"task": t, "epoch": epoch, "step": k + 1})
             start = {"task": t, "epoch": epoch + 1, "step": 0}
         self.train_model.eval()
+
+    def _loss_log(self) -> LossLog | None:
+        return LossLog(self.run.path("losses.jsonl"), [t.name for t in self.tasks]) if self.main else None
+
+    def _step_record(self, task: str, epoch: int, step: int, kind: str, parts: dict, weight: float,
+                     grad_norm) -> dict:
+        """One losses.jsonl line; under several processes each part is the mean over the processes with items."""
+        names = [n for n in ("loss", "ce", "kd", "attn") if parts.get(n) is not None]
+        values = torch.stack([weight * parts[n].detach().float().reshape(()).cpu() for n in names] +
+                             [torch.tensor(weight)])
+        if self.acc is not None:
+            values = self.acc.reduce(values.to(self.acc.device), reduction="sum").cpu()
+        values = (values[:-1] / values[-1]).tolist()
+        rec = {"task": task, "epoch": epoch, "step": step, "kind": kind, **dict(zip(names, values))}
+        norm = None if grad_norm is None else float(grad_norm)
+        rec |= {"grad_norm": norm, "clipped": norm is not None and norm > self.cfg.clip}
+        if kind == "replay":
+            rec.setdefault("attn", None)
+            rec["attn_weighted"] = None if rec["attn"] is None else self.cfg.lam * rec["attn"]
+        return rec
 
     def _batch(self, rows):
         b = collate(rows, self.pad)
@@ -280,7 +315,8 @@ class Continual:
             self._shards[name] = TeacherShard(self.run.path("teacher") / f"{name}.safetensors")
         return self._shards[name]
 
-    def _replay_loss(self, refs: list[tuple[int, int, int]]) -> torch.Tensor:
+    def _replay_loss(self, refs: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+        """(1 - alpha) CE + alpha KD (+ lambda attention KL for SEEKR), with each part kept for the log."""
         cfg = self.cfg
         rows = [self._enc(self.tasks[j], i) for j, i, _ in refs]
         b = self._batch(rows)
@@ -300,7 +336,9 @@ class Continual:
         pos = kd_positions(b["labels"], cfg.shifted_kd)
         kd = logit_kd(out.logits, pos, teachers)
         loss = (1 - cfg.alpha) * out.loss + cfg.alpha * kd
-        return loss + cfg.lam * attn if attn is not None else loss
+        if attn is not None:
+            loss = loss + cfg.lam * attn.to(loss.device)
+        return {"loss": loss, "ce": out.loss, "kd": kd, "attn": attn}
 
     # ---- SEEKR's passes -------------------------------------------------------------------------------
 
@@ -412,11 +450,16 @@ class Continual:
         return out
 
     def _plots(self):
-        from headwise.plots import heatmap
+        from headwise.cl import losslog
+        from headwise.plots import heatmap, score_matrix
 
+        names = [t.name for t in self.tasks]
         if self.state["matrix"]:
-            heatmap(self.state["matrix"], self.run.path("matrix.png"), "score on task (column) after learning task (row)",
-                    "score", xlabel="task", ylabel="after task")
+            score_matrix(self.state["matrix"], names, self.run.path("matrix.png"), base=self.state["base"],
+                         title=f"{self.cfg.method}: score on each task after learning each task")
+        records = losslog.read(self.run.path("losses.jsonl"))
+        if records:
+            losslog.plot(records, names, self.run.path("losses.png"))
         if self.state.get("importance"):
             last = self.state["heads"][self.tasks[-1].name] if self.tasks[-1].name in self.state["heads"] else {}
             heatmap(self.state["importance"], self.run.path("importance.png"), "SEEKR cumulative head importance",

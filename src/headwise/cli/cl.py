@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import typer
@@ -46,17 +48,23 @@ def prepare(model: str, benchmark: str, out: str, config, order: str = "1", task
     from headwise.eval.runner import process_state
     from headwise.runs import Run
 
+    from headwise.cl.config import check_sequence
+
     settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
                 "wiki_test": wiki_test, "dtype": dtype, **config.to_dict()}
-    # Task files and the model are checked before a run directory is made for them; wiki is built inside it.
-    seq = None if benchmark == "wiki" else load_benchmark(benchmark, order, Path(out), wiki_train, wiki_test)
-    m, tok = load(model, dtype, device, trust_remote_code)
-    run = Run(out, "cl run", settings)
-    seq = seq or load_benchmark(benchmark, order, run.dir, wiki_train, wiki_test)
-    if tasks:
-        if tasks > len(seq):
-            raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
-        seq = seq[:tasks]
+    # The tasks, the settings that depend on them and the model are checked before a run directory is made;
+    # wiki is built in a scratch folder first and copied into the run directory once that exists.
+    with tempfile.TemporaryDirectory() as scratch:
+        seq = load_benchmark(benchmark, order, Path(scratch), wiki_train, wiki_test)
+        if tasks:
+            if tasks > len(seq):
+                raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
+            seq = seq[:tasks]
+        check_sequence(config, seq)
+        m, tok = load(model, dtype, device, trust_remote_code)
+        run = Run(out, "cl run", settings)
+        if benchmark == "wiki" and not (run.dir / "data").exists():
+            shutil.copytree(Path(scratch) / "data", run.dir / "data")
     state = process_state()
     accelerator = None
     if state.num_processes > 1:
@@ -81,6 +89,9 @@ LOGIT_TOPK = typer.Option(64, help="DER++/SEEKR: teacher logits kept per positio
 LAM = typer.Option(1000.0, help="SEEKR: attention-distillation weight.")
 ALPHA = typer.Option(0.5, help="DER++/SEEKR: logit-distillation weight on replay steps.")
 FAITHFUL = typer.Option(False, "--faithful", help="Reproduce the original code's choices (design doc §11).")
+REPLAY_CYCLE = typer.Option(None, help="DER++/SEEKR: one replay micro-step after every N-1 task micro-steps, "
+                                       "just before the N-th, as the reference code's --replay_cycle; at most the "
+                                       "task's batches [default: task batches // replay batches].")
 LORA = typer.Option(False, "--lora", help="Train LoRA adapters (all linear layers) instead of all weights.")
 LORA_RANK = typer.Option(8, help="LoRA rank (with --lora).")
 MAX_LEN = typer.Option(256, help="Longest training sequence in tokens (cut from the left).")
@@ -114,7 +125,8 @@ def run(
     lr: float = LR, seed: int = typer.Option(1234, help="Seed of data order, replay sampling and query rows."),
     layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET, query_budget: int = QUERY_BUDGET,
     logit_topk: int = LOGIT_TOPK, lam: float = LAM, alpha: float = ALPHA, faithful: bool = FAITHFUL,
-    lora: bool = LORA, lora_rank: int = LORA_RANK, max_len: int = MAX_LEN, eval_max: int = EVAL_MAX,
+    replay_cycle: int | None = REPLAY_CYCLE, lora: bool = LORA, lora_rank: int = LORA_RANK, max_len: int = MAX_LEN,
+    eval_max: int = EVAL_MAX,
     max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH, checkpoint_every: int = CKPT_EVERY,
     wiki_train: int = WIKI_TRAIN, wiki_test: int = WIKI_TEST,
     out: str = typer.Option(..., help="Run directory; rerun with the same one to resume."),
@@ -136,8 +148,8 @@ def table(
     order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
     lr: float = LR, layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET,
     query_budget: int = QUERY_BUDGET, logit_topk: int = LOGIT_TOPK, lam: float = LAM, alpha: float = ALPHA,
-    faithful: bool = FAITHFUL, lora: bool = LORA, lora_rank: int = LORA_RANK, max_len: int = MAX_LEN,
-    eval_max: int = EVAL_MAX, max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH,
+    faithful: bool = FAITHFUL, replay_cycle: int | None = REPLAY_CYCLE, lora: bool = LORA, lora_rank: int = LORA_RANK,
+    max_len: int = MAX_LEN, eval_max: int = EVAL_MAX, max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH,
     checkpoint_every: int = CKPT_EVERY, wiki_train: int = WIKI_TRAIN, wiki_test: int = WIKI_TEST,
     out: str = typer.Option(..., help="Table directory (one `cl run` directory per method and seed; resumable)."),
     jobs: int = typer.Option(1, help="Runs at a time, each in its own process with an equal share of the CPU "
@@ -196,16 +208,22 @@ def summary(result: dict, out: str | Path) -> str:
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `headwise cl run`."),
            as_json: bool = JSON) -> None:
-    """Print the accuracy matrix and OP/BWT/FWT of a (finished or partial) run."""
+    """Print the score matrix and OP/BWT/FWT of a (finished or partial) run, and per task the mean of each
+    replay loss part, the clipped optimizer steps and where the replay steps fell (from RUN_DIR/losses.jsonl)."""
+    from headwise.cl import losslog
+
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise HeadwiseError(f"{run_dir} holds no results.json; is it a `headwise cl run` directory?")
     try:
         result = json.loads(path.read_text())
         summary_text = summary(result, run_dir)
+        losses = losslog.summarize(losslog.read(Path(run_dir) / "losses.jsonl"), result["tasks"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise HeadwiseError(f"{path} is not a `headwise cl run` result ({err}).") from err
-    emit(result, as_json, summary_text)
+    if losses:
+        summary_text += "\n\n" + losslog.report(losses)
+    emit({**result, "losses": losses}, as_json, summary_text)
 
 
 def demo(out: Path) -> str:

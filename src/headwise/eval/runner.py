@@ -9,24 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from headwise.runs import Run, atomic_write
-
-
-def _read_tolerant(path: Path) -> list[dict]:
-    """JSON lines of a shard; a last line cut short by a crash is ignored (it will be redone)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+from headwise.runs import Run, atomic_write, read_jsonl
 
 
 def process_state():
@@ -57,7 +43,7 @@ def run_items(run: Run, name: str, items: list[dict], key: str, work: Callable[[
     state = process_state()
     shard = run.path(f"{name}.rank{state.process_index}.jsonl")
     # A shard can hold a truncated line after a crash: rewrite it clean before appending.
-    done_rows = _read_tolerant(shard)
+    done_rows = read_jsonl(shard)
     atomic_write(shard, "".join(json.dumps(r) + "\n" for r in done_rows))
     done = {r[key] for r in done_rows}
     mine = items[state.process_index::state.num_processes]
@@ -76,7 +62,7 @@ def run_items(run: Run, name: str, items: list[dict], key: str, work: Callable[[
         return None
     by_key = {}
     for rank in range(state.num_processes):
-        for row in _read_tolerant(run.path(f"{name}.rank{rank}.jsonl")):
+        for row in read_jsonl(run.path(f"{name}.rank{rank}.jsonl")):
             by_key[row[key]] = row
     merged = [by_key[it[key]] for it in items if it[key] in by_key]
     atomic_write(run.path(f"{name}.jsonl"), "".join(json.dumps(r) + "\n" for r in merged))
