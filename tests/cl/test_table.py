@@ -81,3 +81,46 @@ def test_cli_table_missing_model_exit_2_before_any_directory(tmp_path):
     p = cli("table", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "t"))
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_an_interrupted_table_skips_the_finished_cells(tmp_path):
+    """Killed after two cells, the table reruns only the others; a finished cell counts from its results.json
+    alone (as committed without checkpoints), and only when its settings are the table's."""
+    from headwise.runs import Run
+
+    settings = {"model": "m", "benchmark": "wiki", "order": "1", "tasks": 2, "wiki_train": 8, "wiki_test": 2,
+                "dtype": "auto"}
+    calls = []
+
+    def run_one(run_dir, cfg):
+        if len(calls) == 2 and stop:
+            raise KeyboardInterrupt
+        calls.append(run_dir.name)
+        res = {"op": 0.5 + 0.1 * cfg.seed, "bwt": -0.1, "bwt_paper": -0.08, "fwt": 0.0, "complete": True,
+               "timing": {"a": {"seconds": 1.0}}}
+        Run(run_dir, "cl run", {**settings, **cfg.to_dict()}).finish(res)
+        return res
+
+    variants, seeds = [("seqft", 0.01), ("seekr", 0.05)], [0, 1]
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        table(tmp_path / "t", variants, seeds, CLConfig(), run_one, settings, log=lambda s: None)
+    assert calls == ["seqft-seed0", "seqft-seed1"]
+    # Keep only results.json of one finished cell, as a commit of results would.
+    import shutil
+
+    (tmp_path / "t" / "seqft-seed1" / "config.yaml").unlink()
+    stop, calls[:] = False, []
+    res = table(tmp_path / "t", variants, seeds, CLConfig(), run_one, settings, log=lambda s: None)
+    assert calls == ["seekr@0.05-seed0", "seekr@0.05-seed1"]
+    assert res["table"]["seqft"]["op"]["values"] == [0.5, 0.6]
+    # A cell whose results were made with other settings, or never finished, is run again.
+    done = json.loads((tmp_path / "t" / "seqft-seed0" / "results.json").read_text())
+    (tmp_path / "t" / "seqft-seed0" / "results.json").write_text(json.dumps({**done, "complete": False}))
+    shutil.rmtree(tmp_path / "t" / "seqft-seed1")
+    (tmp_path / "t" / "seqft-seed1").mkdir()
+    (tmp_path / "t" / "seqft-seed1" / "results.json").write_text(
+        json.dumps({**done, "config": {**done["config"], "lr": 1.0}}))
+    calls[:] = []
+    table(tmp_path / "t", variants, seeds, CLConfig(), run_one, settings, log=lambda s: None)
+    assert calls == ["seqft-seed0", "seqft-seed1"]

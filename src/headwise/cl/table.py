@@ -6,6 +6,7 @@ continues where it stopped and any cell can be inspected with `headwise cl repor
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -65,7 +66,12 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
                                       "base": base.to_dict(), **(settings or {})})
     dirs = [out / f"{label(m, r)}-seed{s}" for m, r, s in cells]
     start = time.perf_counter()
-    results = _run_cells(run_one, dirs, configs, jobs, log)
+    results = [finished(d, {**(settings or {}), **cfg.to_dict()}) for d, cfg in zip(dirs, configs)]
+    todo = [k for k, r in enumerate(results) if r is None]
+    if len(todo) < len(dirs):
+        log(f"{len(dirs) - len(todo)} of {len(dirs)} runs already finished; running the other {len(todo)}")
+    for k, res in zip(todo, _run_cells(run_one, [dirs[k] for k in todo], [configs[k] for k in todo], jobs, log)):
+        results[k] = res
     per: dict[str, dict[str, list[float]]] = {}
     for (m, r, s), res in zip(cells, results):
         row = per.setdefault(label(m, r), {})
@@ -81,6 +87,21 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
     _plot(summary, out / "table.png")
     table_run.finish(result)
     return result
+
+
+def finished(run_dir: Path, config: dict) -> dict | None:
+    """A cell's results when its run finished with these settings, read from its results.json alone, so a
+    table resumes from the results of finished runs even without their checkpoints (as committed)."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if res.get("complete") and res.get("command") == "cl run" and res.get("config") == json.loads(json.dumps(config)):
+        return res
+    return None
 
 
 def _run_cells(run_one, dirs: list[Path], configs: list[CLConfig], jobs: int, log) -> list[dict]:
