@@ -293,6 +293,8 @@ class Continual:
             values = self.acc.reduce(values.to(self.acc.device), reduction="sum").cpu()
         values = (values[:-1] / values[-1]).tolist()
         rec = {"task": task, "epoch": epoch, "step": step, "kind": kind, **dict(zip(names, values))}
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP 2
+            grad_norm = grad_norm.full_tensor()
         norm = None if grad_norm is None else float(grad_norm)
         rec |= {"grad_norm": norm, "clipped": norm is not None and norm > self.cfg.clip}
         if kind == "replay":
