@@ -124,3 +124,24 @@ def test_an_interrupted_table_skips_the_finished_cells(tmp_path):
     calls[:] = []
     table(tmp_path / "t", variants, seeds, CLConfig(), run_one, settings, log=lambda s: None)
     assert calls == ["seqft-seed0", "seqft-seed1"]
+
+
+def test_paired_differences_per_seed_and_the_claim_line(tmp_path):
+    def run_one(run_dir, cfg):
+        op = {("replay", 0.01): [0.40, 0.50], ("replay", 0.1): [0.45, 0.58], ("seekr", 0.01): [0.44, 0.57]}
+        bwt = {("replay", 0.01): [-0.2, -0.1], ("replay", 0.1): [-0.05, 0.0], ("seekr", 0.01): [-0.1, -0.1]}
+        key = (cfg.method, cfg.replay)
+        return {"op": op[key][cfg.seed], "bwt": bwt[key][cfg.seed], "bwt_paper": 0.0, "fwt": 0.0, "timing": {}}
+
+    res = table(tmp_path / "t", [("replay", 0.01), ("replay", 0.1), ("seekr", 0.01)], [0, 1], CLConfig(), run_one,
+                log=lambda s: None)
+    d = res["paired"]["seekr@0.01 - replay@0.1"]
+    # By hand: OP differences -0.01 and -0.01; BWT -0.05 and -0.1.
+    assert d["op"]["values"] == pytest.approx([-0.01, -0.01]) and d["op"]["std"] == pytest.approx(0.0)
+    assert d["bwt"]["mean"] == pytest.approx(-0.075) and d["bwt"]["std"] == pytest.approx(0.025)
+    assert res["paired"]["seekr@0.01 - replay@0.01"]["op"]["mean"] == pytest.approx(0.055)
+    md = (tmp_path / "t" / "table.md").read_text()
+    assert "| seekr@0.01 - replay@0.1 | -1.0 ± 0.0 | -7.5 ± 2.5 |" in md
+    assert "seekr@0.01 - replay@0.1 at least -1 point of OP): holds (-1.0 points)" in md
+    saved = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert saved["paired"]["seekr@0.01 - replay@0.01"]["op"]["values"] == pytest.approx([0.04, 0.07])
