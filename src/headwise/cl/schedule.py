@@ -22,8 +22,7 @@ def epoch_steps(n_task: int, n_replay: int, batch_size: int, seed: int, task: in
     """[("task" | "replay", item indices)] for one epoch.
 
     A replay micro-step runs before every cycle-th new-task micro-step, cycle = floor(task batches /
-    replay batches), and the replay order restarts each epoch and whenever it runs out (design doc
-    §3.3). faithful keeps the original's bug: a cycle of 0 (more replay than task batches) turns
+    replay batches), and the replay order restarts each epoch and whenever it runs out (docs/seekr.md#what-it-computes). faithful keeps the original's bug: a cycle of 0 (more replay than task batches) turns
     replay off; otherwise the cycle is at least 1.
     """
     task_batches = batches(n_task, batch_size, seed, task, epoch, "task")
