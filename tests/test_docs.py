@@ -99,3 +99,37 @@ def test_faithful_help_points_at_the_faithful_mode_section():
     flat = re.sub(r"[\s│]", "", out)  # rich wraps the help text inside a box
     assert "(docs/seekr.md#faithful-mode)" in flat
     assert "faithful-mode" in anchors(ROOT / "docs" / "seekr.md")
+
+
+def documented_commands():
+    """(file, subcommand words, flags) for every `headwise ...` line in a code block of the README and docs/."""
+    for f in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = f.read_text(encoding="utf-8")
+        for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("#")[0].strip()
+                if not line.startswith("headwise "):
+                    continue
+                words = line.split()
+                sub = [w for w in words[1:3] if re.fullmatch(r"[a-z]+", w)]
+                if len(sub) == 2:
+                    yield f, sub, set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line))
+
+
+def test_documented_commands_and_options_exist():
+    # A guide that names an option the command does not have sends the user to an error.
+    from typer.testing import CliRunner
+
+    from headwise.cli import app
+
+    runner, helps, checked = CliRunner(), {}, 0
+    for f, sub, flags in documented_commands():
+        key = tuple(sub)
+        if key not in helps:
+            result = runner.invoke(app, [*sub, "--help"], env={"COLUMNS": "250"})
+            assert result.exit_code == 0, f"{f.name}: `headwise {' '.join(sub)}` is not a command"
+            helps[key] = result.output
+        unknown = sorted(flag for flag in flags if flag not in helps[key])
+        assert not unknown, f"{f.name}: `headwise {' '.join(sub)}` has no option {', '.join(unknown)}"
+        checked += 1
+    assert checked >= 20
