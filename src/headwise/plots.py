@@ -13,17 +13,25 @@ import numpy as np  # noqa: E402
 
 
 def heatmap(matrix, path: str | Path, title: str, colorbar: str, marks=None, xlabel: str = "head",
-            ylabel: str = "layer", cmap: str = "viridis") -> Path:
-    """A layers x heads heatmap; `marks` is an iterable of (layer, head) cells to outline."""
+            ylabel: str = "layer", cmap: str = "viridis", marks_label: str = "selected heads") -> Path:
+    """A layers x heads heatmap; `marks` is an iterable of (layer, head) cells to outline in red, and
+    `marks_label` says what they are in a legend below the plot (a red outline means nothing by itself)."""
     m = np.asarray(matrix, dtype=float)
+    marks = list(marks or ())
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * m.shape[1] + 2), max(3.0, 0.22 * m.shape[0] + 1.5)))
     im = ax.imshow(m, aspect="auto", cmap=cmap, interpolation="nearest")
     fig.colorbar(im, ax=ax, label=colorbar)
-    for layer, head in marks or ():
+    for layer, head in marks:
         ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.set_xticks(range(m.shape[1]))
-    fig.tight_layout()
+    if not marks:
+        fig.tight_layout()
+        return save(fig, path)
+    # A legend under the plot, so it never hides cells.
+    key = plt.Rectangle((0, 0), 1, 1, fill=False, edgecolor="red", linewidth=1.5)
+    fig.legend([key], [f"red outline: {marks_label}"], loc="lower center", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
     return save(fig, path)
 
 

@@ -1,4 +1,4 @@
-"""Settings of a continual-learning run; defaults follow the SEEKR paper's scripts (design doc §5)."""
+"""Settings of a continual-learning run; defaults follow the SEEKR paper's scripts (docs/seekr.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ METHODS = ("seqft", "replay", "derpp", "seekr")
 
 @dataclass
 class CLConfig:
+    """Settings of one continual-learning run (`headwise cl run`); the comments give each field's meaning.
+
+    `faithful=True` sets replay_sampling="first", query_budget=0 and logit_topk=0, and switches the logit
+    distillation, sensitivity and replay schedule to the original code's (docs/seekr.md#faithful-mode).
+    """
+
     method: str = "seekr"
     replay: float = 0.01  # < 1: fraction of each task's training set; >= 1: a count per task
     replay_sampling: str = "random"  # "first": the first N items in file order, as the original code
@@ -29,7 +35,7 @@ class CLConfig:
     head_budget: float = 0.125  # < 1: fraction of all heads; >= 1: a count (the paper: 128 of 1024)
     query_budget: int = 32  # query rows per sample for F, the teacher maps and the KL; 0: all rows
     logit_topk: int = 64  # teacher logits kept per position; 0: the full vocabulary
-    faithful: bool = False  # reproduce the original code's choices (design doc §11/§12)
+    faithful: bool = False  # reproduce the original code's choices (docs/seekr.md#faithful-mode)
     replay_cycle: int | None = None  # replay before every cycle-th task step; None: task batches // replay batches
     checkpoint_every: int = 50  # optimizer-independent micro-steps between mid-task checkpoints
     lora: bool = False

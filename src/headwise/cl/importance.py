@@ -2,7 +2,7 @@
 
 Per task t, on its replay samples: F = mean (A_before - A_after)^2 over samples and (query, key)
 entries; S = mean (dL/dA)^2 over samples and entries, normalised to sum to 1 within each layer;
-the cumulative importance I += S * F ranks heads for the selection (design doc §4).
+the cumulative importance I += S * F ranks heads for the selection (docs/seekr.md#what-it-computes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Replay losses: logit distillation (DER++) and SEEKR's attention distillation (design doc §3.4)."""
+"""Replay losses: logit distillation (DER++) and SEEKR's attention distillation (docs/seekr.md#what-it-computes)."""
 
 from __future__ import annotations
 

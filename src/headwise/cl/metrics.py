@@ -16,7 +16,7 @@ def _square(matrix: Sequence[Sequence[float]]) -> int:
 
 
 def overall_performance(matrix) -> float:
-    """OP: the mean score over all tasks after the last one, (1/T) sum_i R[T][i]."""
+    """OP: the mean score over all tasks after the last one, `(1/T) sum_i R[T][i]`."""
     t = _square(matrix)
     return sum(matrix[-1]) / t
 
@@ -24,8 +24,8 @@ def overall_performance(matrix) -> float:
 def backward_transfer(matrix, convention: str = "standard") -> float:
     """BWT: how much learning later tasks changed the earlier ones (negative: forgetting).
 
-    standard: (1/(T-1)) sum_{i<T} (R[T][i] - R[i][i]), as in GEM (Lopez-Paz & Ranzato 2017);
-    paper: (1/T) sum_{i<=T} (R[T][i] - R[i][i]), as TRACE and SEEKR compute it (the i = T term is 0).
+    standard: `(1/(T-1)) sum_{i<T} (R[T][i] - R[i][i])`, as in GEM (Lopez-Paz & Ranzato 2017);
+    paper: `(1/T) sum_{i<=T} (R[T][i] - R[i][i])`, as TRACE and SEEKR compute it (the i = T term is 0).
     """
     t = _square(matrix)
     diffs = [matrix[-1][i] - matrix[i][i] for i in range(t - 1)]
@@ -37,7 +37,7 @@ def backward_transfer(matrix, convention: str = "standard") -> float:
 
 
 def forward_transfer(matrix, base: Sequence[float]) -> float:
-    """FWT: (1/(T-1)) sum_{i>1} (R[i-1][i] - b_i), with b_i the untrained model's score on task i."""
+    """FWT: `(1/(T-1)) sum_{i>1} (R[i-1][i] - b_i)`, with b_i the untrained model's score on task i."""
     t = _square(matrix)
     if len(base) != t:
         raise HeadwiseError(f"FWT needs one base score per task: {len(base)} for {t} tasks.")

@@ -27,8 +27,9 @@ def epoch_steps(n_task: int, n_replay: int, batch_size: int, seed: int, task: in
     k the 0-based index of a new-task micro-step, one replay micro-step runs just before task step k
     whenever (k + 1) % cycle == 0, i.e. after cycle - 1 task steps. cycle is given (the reference's
     --replay_cycle) or, when None, floor(task batches / replay batches). The replay order restarts each
-    epoch and whenever it runs out. faithful keeps the reference's bug: an automatic cycle of 0
-    (more replay than task batches) turns replay off; otherwise the automatic cycle is at least 1.
+    epoch and whenever it runs out. faithful (docs/seekr.md#faithful-mode) keeps the reference's bug:
+    an automatic cycle of 0 (more replay than task batches) turns replay off; otherwise the automatic
+    cycle is at least 1.
     """
     task_batches = batches(n_task, batch_size, seed, task, epoch, "task")
     if n_replay == 0:

@@ -88,10 +88,13 @@ QUERY_BUDGET = typer.Option(32, help="SEEKR: query rows per sample for distillat
 LOGIT_TOPK = typer.Option(64, help="DER++/SEEKR: teacher logits kept per position (0: full vocabulary).")
 LAM = typer.Option(1000.0, help="SEEKR: attention-distillation weight.")
 ALPHA = typer.Option(0.5, help="DER++/SEEKR: logit-distillation weight on replay steps.")
-FAITHFUL = typer.Option(False, "--faithful", help="Reproduce the original code's choices (design doc §11).")
+FAITHFUL = typer.Option(False, "--faithful", help=(
+    "Reproduce the original SEEKR code's choices: first-N buffer, unshifted logit distillation, sensitivity over "
+    "masked entries too, all query rows, full-vocabulary logits, the reference's buffer sizes, a replay cycle "
+    "that can turn replay off (docs/seekr.md#faithful-mode)."))
 REPLAY_CYCLE = typer.Option(None, help="DER++/SEEKR: one replay micro-step after every N-1 task micro-steps, "
                                        "just before the N-th, as the reference code's --replay_cycle; at most the "
-                                       "task's batches [default: task batches // replay batches].")
+                                       "task's batches (default: task batches // replay batches).")
 LORA = typer.Option(False, "--lora", help="Train LoRA adapters (all linear layers) instead of all weights.")
 LORA_RANK = typer.Option(8, help="LoRA rank (with --lora).")
 MAX_LEN = typer.Option(256, help="Longest training sequence in tokens (cut from the left).")

@@ -58,8 +58,10 @@ def run_scan(model: str, config, out: str | None, dtype="auto", device=None, tru
         lay.check_layer(layer)  # refuse bad layers before a run directory is created for them
     run = Run(out, "heads scan", {"model": model, "dtype": dtype, **asdict(config)})
     result = do_scan(m, tok, config, run=run, progress=progress)
+    marks = [(t["layer"], t["head"]) for t in result["top_heads"][:10]]
     plot = heatmap(delta_matrix(result), run.path("heatmap.png"), f"{model}: perplexity increase when a head is ablated",
-                   "ppl increase (%)", marks=[(t["layer"], t["head"]) for t in result["top_heads"][:10]])
+                   "ppl increase (%)", marks=marks,
+                   marks_label=f"the {len(marks)} heads whose ablation raises perplexity most")
     result |= {"run_dir": str(run.dir), "plot": str(plot)}
     run.finish(result)
     return result

@@ -51,7 +51,8 @@ class FitConfig:
         initial: evaluations of the initial design; the rest come in rounds of `batch`.
         batch: new evaluations per round, chosen from StratNet's outputs.
         max_ratio: the largest per-block sparsity StratNet may output (unstructured).
-        min_sparsity, max_sparsity: the range of mean sparsities the initial design spreads over.
+        min_sparsity: the lowest mean sparsity the initial design spreads over.
+        max_sparsity: the highest mean sparsity the initial design spreads over.
         steps: StratNet Adam steps per round.
         prefs_per_step: preferences sampled from Dirichlet(1, 1) per step.
         beta: lower-confidence-bound weight of the StratNets that propose new evaluations

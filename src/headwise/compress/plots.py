@@ -11,14 +11,16 @@ from headwise.plots import save
 def profiles(rows: list[dict], space: str, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    legend = len(rows) <= 12
+    fig, ax = plt.subplots(figsize=(9 if legend else 7, 3.5))
     for r in rows:
         ax.plot(range(len(r["strategy"])), r["strategy"], marker="o", ms=3,
                 label=f"{r['id']} (sparsity {r['sparsity']:.2f})")
     ax.set(xlabel="decoder block", ylabel="removed" if space == "depth" else "sparsity",
            title="per-block strategy of each request")
-    if len(rows) <= 12:
-        ax.legend(fontsize=7)
+    if legend:
+        # Outside the axes: inside, it covered the first blocks' points.
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return save(fig, path)
 

@@ -23,23 +23,29 @@ def figure(image_path: Path, captions: dict[str, tuple[str, list[str]]], vhd, pa
 
     from headwise.plots import save
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1.6, 1.2]})
+    # Constrained layout sizes each gap on its own; tight_layout gave every gap the width that the
+    # heatmap's tick labels need, which left a wide empty band between the image and the captions.
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1.75, 1.1]})
     axes[0].imshow(Image.open(image_path))
     axes[0].set_title(image_path.name)
     axes[0].axis("off")
+    axes[0].set_anchor("E")  # the square image sits against the captions, not in the middle of its column
     axes[1].axis("off")
     y = 0.95
     for method, (text, bad) in captions.items():
         axes[1].text(0, y, f"{method}:", weight="bold", va="top", transform=axes[1].transAxes)
-        shown = textwrap.shorten(" ".join(mark(text, bad).split()), width=240, placeholder=" ...")
-        axes[1].text(0, y - 0.08, textwrap.fill(shown, width=80), va="top", transform=axes[1].transAxes, fontsize=9)
-        axes[1].text(0, y - 0.3, "hallucinated: " + (", ".join(bad) or "none"), color="red", va="top",
+        shown = textwrap.fill(textwrap.shorten(" ".join(mark(text, bad).split()), width=240, placeholder=" ..."),
+                              width=80)
+        axes[1].text(0, y - 0.08, shown, va="top", transform=axes[1].transAxes, fontsize=9)
+        y -= 0.08 + 0.06 * (shown.count("\n") + 1) + 0.03
+        axes[1].text(0, y, "hallucinated: " + (", ".join(bad) or "none"), color="red", va="top",
                      transform=axes[1].transAxes, fontsize=9)
-        y -= 0.48
+        y -= 0.15
     im = axes[2].imshow(vhd, aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=axes[2], label="VHD")
     axes[2].set(title="vision-aware head divergence", xlabel="head", ylabel="layer")
-    fig.tight_layout()
+    axes[2].xaxis.get_major_locator().set_params(integer=True)
     return save(fig, path)
 
 
