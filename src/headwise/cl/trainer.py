@@ -465,4 +465,5 @@ class Continual:
         if self.state.get("importance"):
             last = self.state["heads"][self.tasks[-1].name] if self.tasks[-1].name in self.state["heads"] else {}
             heatmap(self.state["importance"], self.run.path("importance.png"), "SEEKR cumulative head importance",
-                    "importance", marks=[(int(l), h) for l, hs in last.items() for h in hs])
+                    "importance", marks=[(int(l), h) for l, hs in last.items() for h in hs],
+                    marks_label="heads selected after the last task")
