@@ -10,9 +10,12 @@ from test_data_cli import cli
 
 
 def test_parse_variants():
-    assert parse_variants("seqft, replay@0.01,seekr@0.1") == [("seqft", 0.01), ("replay", 0.01), ("seekr", 0.1)]
+    got = parse_variants("seqft, replay@0.01,seekr@0.1,seekr@0.01:lam=1.5")
+    assert got == [("seqft", 0.01, None), ("replay", 0.01, None), ("seekr", 0.1, None), ("seekr", 0.01, 1.5)]
+    assert [v.label for v in got] == ["seqft", "replay@0.01", "seekr@0.1", "seekr@0.01:lam=1.5"]
     for bad, msg in (("nope@0.1", "unknown method"), ("replay", "needs a replay ratio"),
-                     ("seekr@x", "not a number"), (" , ", "no methods")):
+                     ("seekr@x", "not a number"), (" , ", "no methods"), ("replay@0.1:lam=2", "only seekr"),
+                     ("seekr@0.1:lam=x", "lambda .* is not a number"), ("seekr@0.1:alpha=1", "only seekr")):
         with pytest.raises(HeadwiseError, match=msg):
             parse_variants(bad)
 
@@ -31,8 +34,9 @@ def test_table_means_and_stds_over_seeds(tmp_path):
     calls = []
     res = table(tmp_path / "t", [("seqft", 0.01), ("seekr", 0.05)], [0, 2], CLConfig(lr=1e-3), fake_run(calls),
                 log=lambda s: None)
-    assert [c[0] for c in calls] == ["seqft-seed0", "seqft-seed2", "seekr@0.05-seed0", "seekr@0.05-seed2"]
-    assert calls[2][1:] == ("seekr", 0.05, 0)
+    # Seed by seed: a table computed in parts has whole seeds first.
+    assert [c[0] for c in calls] == ["seqft-seed0", "seekr@0.05-seed0", "seqft-seed2", "seekr@0.05-seed2"]
+    assert calls[1][1:] == ("seekr", 0.05, 0)
     row = res["table"]["seekr@0.05"]
     assert row["op"]["mean"] == pytest.approx(0.6) and row["op"]["std"] == pytest.approx(0.1)
     assert row["bwt"]["values"] == [-0.1, -0.1] and row["train_seconds"]["mean"] == 5.0
@@ -105,14 +109,14 @@ def test_an_interrupted_table_skips_the_finished_cells(tmp_path):
     stop = True
     with pytest.raises(KeyboardInterrupt):
         table(tmp_path / "t", variants, seeds, CLConfig(), run_one, settings, log=lambda s: None)
-    assert calls == ["seqft-seed0", "seqft-seed1"]
+    assert calls == ["seqft-seed0", "seekr@0.05-seed0"]
     # Keep only results.json of one finished cell, as a commit of results would.
     import shutil
 
-    (tmp_path / "t" / "seqft-seed1" / "config.yaml").unlink()
+    (tmp_path / "t" / "seekr@0.05-seed0" / "config.yaml").unlink()
     stop, calls[:] = False, []
     res = table(tmp_path / "t", variants, seeds, CLConfig(), run_one, settings, log=lambda s: None)
-    assert calls == ["seekr@0.05-seed0", "seekr@0.05-seed1"]
+    assert calls == ["seqft-seed1", "seekr@0.05-seed1"]
     assert res["table"]["seqft"]["op"]["values"] == [0.5, 0.6]
     # A cell whose results were made with other settings, or never finished, is run again.
     done = json.loads((tmp_path / "t" / "seqft-seed0" / "results.json").read_text())
@@ -145,3 +149,17 @@ def test_paired_differences_per_seed_and_the_claim_line(tmp_path):
     assert "seekr@0.01 - replay@0.1 at least -1 point of OP): holds (-1.0 points)" in md
     saved = json.loads((tmp_path / "t" / "results.json").read_text())
     assert saved["paired"]["seekr@0.01 - replay@0.01"]["op"]["values"] == pytest.approx([0.04, 0.07])
+
+
+def test_a_seekr_row_with_its_own_lambda(tmp_path):
+    seen = {}
+
+    def run_one(run_dir, cfg):
+        seen[run_dir.name] = cfg.lam
+        return {"op": 0.5, "bwt": 0.0, "bwt_paper": 0.0, "fwt": 0.0, "timing": {}}
+
+    res = table(tmp_path / "t", parse_variants("replay@0.1,seekr@0.01,seekr@0.01:lam=1.5"), [0], CLConfig(), run_one,
+                log=lambda s: None)
+    assert seen == {"replay@0.1-seed0": 1000.0, "seekr@0.01-seed0": 1000.0, "seekr@0.01-lam1.5-seed0": 1.5}
+    assert set(res["paired"]) == {"seekr@0.01 - replay@0.1", "seekr@0.01:lam=1.5 - replay@0.1"}
+    assert "| seekr@0.01:lam=1.5 |" in (tmp_path / "t" / "table.md").read_text()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -24,13 +25,31 @@ DEFAULT_VARIANTS = "seqft,replay@0.01,replay@0.1,derpp@0.01,seekr@0.01"
 COLUMNS = (("op", "OP"), ("bwt", "BWT 1/(T-1)"), ("bwt_paper", "BWT 1/T (paper)"), ("fwt", "FWT"))
 
 
-def parse_variants(spec: str) -> list[tuple[str, float]]:
-    """'seqft,replay@0.01,seekr@0.01' -> [(method, replay ratio)]; seqft keeps no buffer, so needs no ratio."""
+class Variant(NamedTuple):
+    """A row of the table: a method at a replay ratio, and for SEEKR optionally its own lambda."""
+    method: str
+    ratio: float
+    lam: float | None = None
+
+    @property
+    def label(self) -> str:
+        name = self.method if self.method == "seqft" else f"{self.method}@{self.ratio:g}"
+        return name if self.lam is None else f"{name}:lam={self.lam:g}"
+
+    @property
+    def folder(self) -> str:
+        return self.label.replace(":lam=", "-lam")
+
+
+def parse_variants(spec: str) -> list[Variant]:
+    """'seqft,replay@0.01,seekr@0.01,seekr@0.01:lam=1.5' -> variants; seqft keeps no buffer, so needs no ratio;
+    `:lam=X` gives a SEEKR row its own attention-distillation weight (the others take --lam)."""
     out = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
-        method, _, ratio = part.partition("@")
+        head, _, lam = part.partition(":")
+        method, _, ratio = head.partition("@")
         if method not in METHODS:
             raise HeadwiseError(f"unknown method {method!r} in {part!r}; use one of {', '.join(METHODS)}.")
         if method != "seqft" and not ratio:
@@ -39,17 +58,25 @@ def parse_variants(spec: str) -> list[tuple[str, float]]:
             value = float(ratio) if ratio else 0.01
         except ValueError:
             raise HeadwiseError(f"the replay ratio in {part!r} is not a number.") from None
-        out.append((method, value))
+        weight = None
+        if lam:
+            if method != "seekr" or not lam.startswith("lam="):
+                raise HeadwiseError(f"{part!r}: only seekr takes an option, written like seekr@0.01:lam=1.5.")
+            try:
+                weight = float(lam[4:])
+            except ValueError:
+                raise HeadwiseError(f"the lambda in {part!r} is not a number.") from None
+        out.append(Variant(method, value, weight))
     if not out:
         raise HeadwiseError("no methods given; use e.g. --methods seqft,replay@0.01,seekr@0.01.")
     return out
 
 
-def label(method: str, ratio: float) -> str:
-    return method if method == "seqft" else f"{method}@{ratio:g}"
+def label(method: str, ratio: float, lam: float | None = None) -> str:
+    return Variant(method, ratio, lam).label
 
 
-def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], base: CLConfig,
+def table(out: str | Path, variants: list[Variant] | list[tuple], seeds: list[int], base: CLConfig,
           run_one: Callable[[Path, CLConfig], dict], settings: dict | None = None,
           log: Callable[[str], None] = print, jobs: int = 1) -> dict:
     """Run (or resume) every cell with `run_one(run_dir, config)` and write OUT/table.md and results.json.
@@ -60,11 +87,14 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
     out = Path(out)
     if jobs < 1:
         raise HeadwiseError(f"--jobs must be at least 1, not {jobs}.")
-    cells = [(m, r, s) for m, r in variants for s in seeds]
-    configs = [replace(base, method=m, replay=r, seed=s) for m, r, s in cells]  # validates every cell first
-    table_run = Run(out, "cl table", {"variants": [label(m, r) for m, r in variants], "seeds": seeds,
+    variants = [Variant(*v) for v in variants]
+    # Seed by seed, so a table computed in parts has whole seeds (and their paired differences) first.
+    cells = [(v, s) for s in seeds for v in variants]
+    configs = [replace(base, method=v.method, replay=v.ratio, seed=s, lam=base.lam if v.lam is None else v.lam)
+               for v, s in cells]  # validates every cell first
+    table_run = Run(out, "cl table", {"variants": [v.label for v in variants], "seeds": seeds,
                                       "base": base.to_dict(), **(settings or {})})
-    dirs = [out / f"{label(m, r)}-seed{s}" for m, r, s in cells]
+    dirs = [out / f"{v.folder}-seed{s}" for v, s in cells]
     start = time.perf_counter()
     results = [finished(d, {**(settings or {}), **cfg.to_dict()}) for d, cfg in zip(dirs, configs)]
     todo = [k for k, r in enumerate(results) if r is None]
@@ -72,9 +102,9 @@ def table(out: str | Path, variants: list[tuple[str, float]], seeds: list[int], 
         log(f"{len(dirs) - len(todo)} of {len(dirs)} runs already finished; running the other {len(todo)}")
     for k, res in zip(todo, _run_cells(run_one, [dirs[k] for k in todo], [configs[k] for k in todo], jobs, log)):
         results[k] = res
-    per: dict[str, dict[str, list[float]]] = {}
-    for (m, r, s), res in zip(cells, results):
-        row = per.setdefault(label(m, r), {})
+    per: dict[str, dict[str, list[float]]] = {v.label: {} for v in variants}
+    for (v, s), res in zip(cells, results):
+        row = per[v.label]
         for key, _ in COLUMNS:
             row.setdefault(key, []).append(res[key])
         # Training time as the run recorded it, so a resumed table reports what the cells cost, not the resume.
@@ -138,23 +168,23 @@ def _share_threads(jobs: int) -> None:
     torch.set_num_threads(max(1, cores // jobs))
 
 
-def paired_differences(per: dict[str, dict[str, list[float]]], variants: list[tuple[str, float]]) -> dict:
+def paired_differences(per: dict[str, dict[str, list[float]]], variants: list[Variant]) -> dict:
     """Per-seed differences of every SEEKR variant against every replay variant, in OP and BWT.
 
     Each cell of a seed shares its data order and buffers' seed with the other cells of that seed, so the
     paired difference removes the seed-to-seed spread that the separate means carry.
     """
     out = {}
-    for m, r in variants:
-        if m != "seekr":
+    for v in variants:
+        if v.method != "seekr":
             continue
-        for m2, r2 in variants:
-            if m2 != "replay":
+        for w in variants:
+            if w.method != "replay":
                 continue
-            a, b = per[label(m, r)], per[label(m2, r2)]
-            out[f"{label(m, r)} - {label(m2, r2)}"] = {
-                key: mean_std([x - y for x, y in zip(a[key], b[key])]) for key in ("op", "bwt")}
-            out[f"{label(m, r)} - {label(m2, r2)}"]["buffer_ratio"] = r2 / r
+            a, b = per[v.label], per[w.label]
+            out[f"{v.label} - {w.label}"] = {key: mean_std([x - y for x, y in zip(a[key], b[key])])
+                                              for key in ("op", "bwt")}
+            out[f"{v.label} - {w.label}"]["buffer_ratio"] = w.ratio / v.ratio
     return out
 
 

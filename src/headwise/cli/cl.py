@@ -146,7 +146,8 @@ def run(
 def table(
     model: str = MODEL, benchmark: str = BENCHMARK,
     methods: str = typer.Option(DEFAULT_VARIANTS,
-                                help="Methods with their replay ratios, comma-separated (seqft needs none)."),
+                                help="Methods with their replay ratios, comma-separated (seqft needs none); a SEEKR row "
+                                     "can take its own lambda, like seekr@0.01:lam=1.5."),
     seeds: str = typer.Option("0,1,2", help="Seeds, e.g. 0,1,2: one run per method and seed."),
     order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
     lr: float = LR, layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET,
