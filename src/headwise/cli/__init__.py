@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -15,8 +16,9 @@ from headwise.cli import eval as eval_cmd
 from headwise.cli import heads as heads_cmd
 from headwise.cli import testbed as testbed_cmd
 from headwise.cli import vhr as vhr_cmd
-from headwise.cli.common import fail, out_option
+from headwise.cli.common import REQUESTED_OUT, fail, out_option
 from headwise.errors import HeadwiseError
+from headwise.runs import OPENED
 
 app = typer.Typer(
     help="Find and steer individual attention heads of HuggingFace transformers models.",
@@ -46,6 +48,8 @@ def demo(
 
 
 def main() -> None:
+    REQUESTED_OUT.clear()  # what this command writes, named if it is interrupted
+    OPENED.clear()
     try:
         app()
     except HeadwiseError as err:
@@ -71,13 +75,10 @@ def _caused_by_ctrl_c(err: BaseException | None) -> bool:
 
 def _interrupted() -> NoReturn:
     """Say where the finished work is and the command that resumes it; exit 130 like any Ctrl-C."""
-    from headwise.cli.common import REQUESTED_OUT
-    from headwise.runs import OPENED
-
     command = "headwise " + shlex.join(sys.argv[1:])
-    if REQUESTED_OUT:
+    if REQUESTED_OUT and Path(REQUESTED_OUT[0]).exists():
         where = REQUESTED_OUT[0]
-    elif OPENED:
+    elif OPENED and not REQUESTED_OUT:
         where = str(OPENED[0].dir)
         if OPENED[0].defaulted:
             command += f" --out {shlex.quote(where)}"
