@@ -13,9 +13,6 @@ from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load, o
 app = typer.Typer(help="UniCuCo: one StratNet that maps any size/quality request to a pruning strategy.",
                   no_args_is_help=True)
 
-SHIPPED = Path(__file__).resolve().parent.parent / "compress" / "shipped" / "smollm2-unstructured"
-
-
 @app.command()
 def fit(
     model: str = MODEL,
@@ -64,7 +61,8 @@ def fit(
 
 @app.command()
 def serve(
-    stratnet: Path = typer.Option(..., help="Directory holding stratnet.safetensors and stratnet.json (a fit run)."),
+    stratnet: str = typer.Option(..., help="A shipped StratNet by name (smollm2: SmolLM2, unstructured), or a "
+                                           "directory holding stratnet.safetensors and stratnet.json (a fit run)."),
     requests: Path = typer.Option(..., help='JSONL, one request a line: {"sparsity": 0.5} or {"preference": [size, quality]}, optional "id".'),
     out: str = out_option(None, "Output directory: results.jsonl, plots, and with --save one model folder per id; default "
                                  "runs/compress-serve/<time>."),
@@ -122,5 +120,5 @@ def demo(out: Path) -> str:
     requests = out / "requests.jsonl"
     atomic_write(requests, '{"id": "light", "sparsity": 0.3}\n{"id": "half", "sparsity": 0.5}\n'
                            '{"id": "size-first", "preference": [0.8, 0.2]}\n')
-    result = run_serve(SHIPPED, requests, str(out / "serve"), progress=False)
+    result = run_serve("smollm2", requests, str(out / "serve"), progress=False)
     return serve_summary(result)
