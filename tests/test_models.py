@@ -132,3 +132,51 @@ def test_a_cached_hub_model_loads_offline(tmp_path):
                           env=os.environ | {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["num_kv_heads"] == 2
+
+
+def _future_warnings(fn):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # pyproject's filterwarnings hides FutureWarning otherwise
+        fn()
+    return [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+
+
+def test_lora_wrapping_prints_no_future_warning():
+    """The demo printed transformers' `is_gradient_checkpointing` FutureWarning: peft reads that deprecated
+    property when it wraps a model. headwise wraps through models.get_peft_model, which silences only that one."""
+    import peft
+
+    from headwise.models import get_peft_model
+
+    def config():
+        return peft.LoraConfig(r=2, target_modules="all-linear", lora_dropout=0.0)
+    plain = _future_warnings(lambda: peft.get_peft_model(tiny_model("llama"), config()))
+    assert any("is_gradient_checkpointing" in w for w in plain)  # the source: peft's call, as installed here
+    assert _future_warnings(lambda: get_peft_model(tiny_model("llama"), config())) == []
+
+
+def test_emoji_llava_adapter_prints_no_future_warning():
+    from headwise.testbed import model as tbm
+    from headwise.testing_vlm import tiny_vlm
+
+    assert _future_warnings(lambda: tbm.with_adapter(tiny_vlm("llava")[0])) == []
+
+
+def test_every_lora_wrap_goes_through_headwise_models():
+    """One mechanism: a module that calls peft.get_peft_model directly would print the warning again in
+    `headwise demo` (cl's SEEKR part wraps SmolLM2 in LoRA). Fails until cl/trainer.py uses headwise.models'."""
+    import ast
+    from pathlib import Path
+
+    import headwise
+
+    root = Path(headwise.__file__).parent
+    direct = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "peft" and \
+                    any(a.name == "get_peft_model" for a in node.names) and path.name != "models.py":
+                direct.append(str(path.relative_to(root)))
+    assert direct == []

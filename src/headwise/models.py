@@ -173,3 +173,18 @@ def _config(name_or_path: str, trust_remote_code: bool):
 def _load_error(name_or_path: str, err: Exception) -> HeadwiseError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return HeadwiseError(f"could not load model {name_or_path!r}: {first}")
+
+
+def get_peft_model(model, peft_config, **kwargs):
+    """peft.get_peft_model without the FutureWarning it provokes on every model it wraps.
+
+    peft asks `getattr(model, "is_gradient_checkpointing", True)`, a property transformers 5 deprecated (for
+    `is_activation_checkpointing`); the warning is about peft's call, not the user's, so it is silenced here only.
+    """
+    import warnings
+
+    from peft import get_peft_model as wrap
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return wrap(model, peft_config, **kwargs)

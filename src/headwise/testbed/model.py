@@ -103,7 +103,9 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 def with_adapter(model):
     """`model` wrapped in a fresh LoRA adapter on SmolLM2's q/v projections (peft), the weights that train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from headwise.models import get_peft_model
 
     return get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
                                             target_modules=r".*language_model.*\.(q_proj|v_proj)"))
