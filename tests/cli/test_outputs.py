@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,23 @@ def test_stratnet_files_follow_the_umask(umask, tmp_path):
     sn.save(sn.StratNet(3, 8, 0.9), tmp_path / "net", {"model": "x"})
     for name in os.listdir(tmp_path / "net"):
         assert mode(tmp_path / "net" / name) == 0o666 & ~umask, name
+
+
+def test_unwritable_asset_cache_is_refused_before_a_download(tmp_path, monkeypatch, capsys):
+    import headwise.assets.registry as registry
+
+    monkeypatch.setenv("HEADWISE_CACHE", READ_ONLY)
+    monkeypatch.setattr(registry, "_download", lambda *a, **k: pytest.fail("downloaded into a cache it cannot keep"))
+    code, out = run_main(["assets", "fetch", "--only", "wiki"], monkeypatch, capsys)
+    assert code == 2 and out.err.count("\n") == 1, out.err
+    assert out.err.startswith(f"error: HEADWISE_CACHE {READ_ONLY} cannot be written (/sys: ")
+
+
+def test_unwritable_cache_is_refused_before_emoji_llava_is_assembled(monkeypatch):
+    import headwise.testbed.model as tbm
+
+    monkeypatch.setattr(tbm, "cache_dir", lambda: Path(READ_ONLY))
+    monkeypatch.setattr(tbm, "require", lambda name: None)
+    monkeypatch.setattr(tbm, "fresh", lambda: pytest.fail("SmolLM2 loaded for an assembly it cannot keep"))
+    with pytest.raises(HeadwiseError, match="HEADWISE_CACHE /sys/headwise-test/run cannot be written"):
+        tbm.emoji_llava_dir()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwise.errors import AssetMissingError, HeadwiseError
+from headwise.runs import check_out
 
 MARKER = ".headwise-asset.json"
 
@@ -131,6 +132,7 @@ def fetch_one(name: str, force: bool = False, wheelhouse: Path | None = None) ->
     if is_present(name) and not force:
         _verify_files(asset, target)
         return {"name": name, "status": "present", "path": str(target)}
+    check_out(target.parent, "HEADWISE_CACHE")  # before a download it could not keep
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)

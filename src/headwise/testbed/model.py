@@ -20,6 +20,7 @@ import transformers as tf
 
 from headwise.assets.registry import cache_dir, require, sha256
 from headwise.errors import AssetMissingError, HeadwiseError
+from headwise.runs import check_out
 
 IMAGE_SIZE, PATCH = 96, 16
 # A reserved SmolLM2 token that never occurs in text stands in for image positions: no new embeddings.
@@ -172,6 +173,7 @@ def emoji_llava_dir(weights: Path | None = None) -> Path:
     if source.is_file() and json.loads(source.read_text()).get("weights_sha256") == digest:
         return folder
     require("smollm2")
+    check_out(folder.parent, "HEADWISE_CACHE")  # before SmolLM2 loads for an assembly it could not keep
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap it in with one rename, so no reader sees half a model.
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
