@@ -19,8 +19,10 @@ def test_ctrl_c_names_the_run_directory_and_the_resume_command(given_out, tmp_pa
     args = ["heads", "scan", "--model", "smollm2", "--windows", "2", "--seq-len", "128"]
     if given_out:
         args += ["--out", "scan"]
+    # as from a terminal: a shell's background job (`pytest &`) would otherwise hand down SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "headwise.cli", *args], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Interrupt once the run directory exists: the model is loaded and the scan (tens of seconds) is under way.
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob("scan/config.yaml")) + list(tmp_path.glob("runs/heads-scan/*/config.yaml")):
