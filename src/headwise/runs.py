@@ -41,6 +41,27 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
+def umask() -> int:
+    """The process's umask (there is no getter: set it and put it back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def save_pretrained(directory: str | Path, *objects: Any) -> Path:
+    """`obj.save_pretrained(directory)` for a model and its tokenizer or processor, with the modes open() gives.
+
+    transformers writes model.safetensors 0600 whatever the umask; headwise's files follow the umask.
+    """
+    directory = Path(directory)
+    for obj in objects:
+        obj.save_pretrained(str(directory))
+    mask = umask()
+    for path in [directory, *directory.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    return directory
+
+
 def check_out(path: str | Path, option: str = "--out", file: bool = False) -> Path:
     """Refuse, in one sentence, an output location that cannot be written, before any work is done for it.
 

@@ -99,7 +99,7 @@ def test_run_helper_refuses_the_same_locations(tmp_path):
     assert not (tmp_path / "new").exists() and os.listdir(tmp_path) == ["afile"]  # the probe leaves nothing
 
 
-@pytest.fixture(params=[0o022, 0o077])
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
 def umask(request):
     old = os.umask(request.param)
     yield request.param
@@ -151,3 +151,17 @@ def test_unwritable_cache_is_refused_before_emoji_llava_is_assembled(monkeypatch
     monkeypatch.setattr(tbm, "fresh", lambda: pytest.fail("SmolLM2 loaded for an assembly it cannot keep"))
     with pytest.raises(HeadwiseError, match="HEADWISE_CACHE /sys/headwise-test/run cannot be written"):
         tbm.emoji_llava_dir()
+
+
+def test_saved_models_follow_the_umask(umask, tmp_path):
+    """transformers' save_pretrained writes model.safetensors 0600; headwise's saves (pruned models, the
+    emoji-llava and SmolLM2 cache folders) go through runs.save_pretrained, which gives open()'s modes."""
+    from headwise.compress.serve import save_pruned
+    from headwise.testing import tiny_model
+
+    save_pruned(tiny_model("llama"), None, tmp_path / "pruned")
+    files = list((tmp_path / "pruned").iterdir())
+    assert any(f.name == "model.safetensors" for f in files)
+    for f in files:
+        assert mode(f) == 0o666 & ~umask, f.name
+    assert mode(tmp_path / "pruned") == 0o777 & ~umask

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwise.errors import AssetMissingError, HeadwiseError
-from headwise.runs import check_out
+from headwise.runs import check_out, save_pretrained
 
 MARKER = ".headwise-asset.json"
 
@@ -177,8 +177,7 @@ def _convert_smollm2(folder: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(folder / "hf")
-    tok.save_pretrained(folder / "hf")
+    save_pretrained(folder / "hf", model, tok)
 
 
 _POSTPROCESS = {"smollm2": _convert_smollm2}

@@ -71,9 +71,9 @@ class Server:
 
 def save_pruned(model, tokenizer, directory: Path) -> None:
     """save_pretrained of the model as it is now (pruned), with its tokenizer, as safetensors."""
-    model.save_pretrained(str(directory), safe_serialization=True)
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(str(directory))
+    from headwise.runs import save_pretrained
+
+    save_pretrained(directory, model, *([tokenizer] if hasattr(tokenizer, "save_pretrained") else []))
 
 
 def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibration, run, save: bool = False,

@@ -20,7 +20,7 @@ import transformers as tf
 
 from headwise.assets.registry import cache_dir, require, sha256
 from headwise.errors import AssetMissingError, HeadwiseError
-from headwise.runs import check_out
+from headwise.runs import check_out, save_pretrained
 
 IMAGE_SIZE, PATCH = 96, 16
 # A reserved SmolLM2 token that never occurs in text stands in for image positions: no new embeddings.
@@ -149,8 +149,7 @@ def build(weights: Path | None = None, out: Path | None = None) -> Path:
         raise AssetMissingError(f"{weights} does not match this model (e.g. {foreign[0]}); rebuild it with `headwise testbed train`.")
     model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
     merge_lora(model, state)
-    model.save_pretrained(out)
-    proc.save_pretrained(out)
+    save_pretrained(out, model, proc)
     (out / SOURCE).write_text(json.dumps({"weights_sha256": sha256(weights)}))
     return out
 
