@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,6 +16,7 @@ class LoadedModel(NamedTuple):
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+HUB_TIMEOUT = 5.0  # seconds for the one request that asks the hub whether a model exists
 # alias -> function returning the local folder to load (may raise AssetMissingError).
 ALIASES: dict[str, Callable[[], Path]] = {}
 
@@ -61,6 +63,7 @@ def _resolve(name_or_path: str) -> tuple[str, str | None]:
         return str(path.parent), path.name
     looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if not looks_local:
+        _check_hub_id(name_or_path)
         return name_or_path, None  # a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
     if not path.exists():
         raise HeadwiseError(f"model path {path} does not exist; pass an alias ({', '.join(ALIASES)}), a local model folder or a hub id.")
@@ -74,6 +77,41 @@ def _resolve(name_or_path: str) -> tuple[str, str | None]:
     raise HeadwiseError(
         f"{path} holds no model: expected a config.json (a transformers model folder) or exactly one .gguf file."
     )
+
+
+def _unknown(name: str, why: str) -> HeadwiseError:
+    close = difflib.get_close_matches(name, list(ALIASES), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else "."
+    return HeadwiseError(f"model {name!r} is not an alias ({', '.join(ALIASES)}), a local path or a cached hub model, "
+                         f"and {why}{hint}")
+
+
+def _check_hub_id(name: str) -> None:
+    """Refuse at once a name the hub cannot serve, instead of transformers' half a minute of retries.
+
+    A model in the local hub cache passes; otherwise one quick request asks the hub whether the model exists.
+    """
+    import huggingface_hub as hub
+    from huggingface_hub import errors
+
+    try:
+        if isinstance(hub.try_to_load_from_cache(name, "config.json"), str):
+            return
+    except errors.HFValidationError:
+        raise _unknown(name, "it is not a valid hub id") from None
+    if hub.constants.is_offline_mode():
+        raise _unknown(name, "the hub is off (HF_HUB_OFFLINE)")
+    try:
+        hub.model_info(name, timeout=HUB_TIMEOUT)
+    except errors.GatedRepoError:
+        return  # it exists; access is transformers' to report
+    except errors.RepositoryNotFoundError:
+        raise _unknown(name, f"the hub at {hub.constants.ENDPOINT} has no such model (or it is private: log in "
+                             "with `hf auth login`)") from None
+    except errors.HfHubHTTPError:
+        return  # the hub answered; let transformers report whatever else it says
+    except Exception as err:  # noqa: BLE001 - any transport error (DNS, refused, timeout, proxy) means no hub
+        raise _unknown(name, f"the hub at {hub.constants.ENDPOINT} cannot be reached ({type(err).__name__})") from None
 
 
 def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | None = None,
@@ -135,3 +173,18 @@ def _config(name_or_path: str, trust_remote_code: bool):
 def _load_error(name_or_path: str, err: Exception) -> HeadwiseError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return HeadwiseError(f"could not load model {name_or_path!r}: {first}")
+
+
+def get_peft_model(model, peft_config, **kwargs):
+    """peft.get_peft_model without the FutureWarning it provokes on every model it wraps.
+
+    peft asks `getattr(model, "is_gradient_checkpointing", True)`, a property transformers 5 deprecated (for
+    `is_activation_checkpointing`); the warning is about peft's call, not the user's, so it is silenced here only.
+    """
+    import warnings
+
+    from peft import get_peft_model as wrap
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return wrap(model, peft_config, **kwargs)

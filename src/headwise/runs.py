@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import subprocess
 import tempfile
 import time
@@ -17,10 +18,19 @@ from headwise.errors import HeadwiseError
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    The file gets the mode open() would give it (0666 less the umask): mkstemp's 0600 would survive the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -45,6 +55,52 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def umask() -> int:
+    """The process's umask (there is no getter: set it and put it back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def save_pretrained(directory: str | Path, *objects: Any) -> Path:
+    """`obj.save_pretrained(directory)` for a model and its tokenizer or processor, with the modes open() gives.
+
+    transformers writes model.safetensors 0600 whatever the umask; headwise's files follow the umask.
+    """
+    directory = Path(directory)
+    for obj in objects:
+        obj.save_pretrained(str(directory))
+    mask = umask()
+    for path in [directory, *directory.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    return directory
+
+
+def check_out(path: str | Path, option: str = "--out", file: bool = False) -> Path:
+    """Refuse, in one sentence, an output location that cannot be written, before any work is done for it.
+
+    `path` is a directory to create or reuse (a file to write when `file`). The test is a real one: a probe
+    directory is made and removed in the deepest folder that exists, so read-only filesystems, /proc and
+    permissions fail here as they would later, also for root, whom access() lets through.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir() and file:
+        raise HeadwiseError(f"{option} {path} is a directory; give a file name.")
+    if path.exists() and not path.is_dir() and not file:
+        raise HeadwiseError(f"{option} {path} is a file; give a directory.")
+    existing = path if path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HeadwiseError(f"{option} {path} lies under the file {existing}; give a path under a directory.")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".headwise-probe-"))
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise HeadwiseError(f"{option} {path} cannot be written ({existing}: {reason}); choose a writable location.") from err
+    return path
+
+
 def environment() -> dict[str, Any]:
     import torch
     import transformers
@@ -64,6 +120,10 @@ def environment() -> dict[str, Any]:
     return env
 
 
+# The runs this process opened, first first: the CLI's Ctrl-C message names where work was saved.
+OPENED: list[Run] = []
+
+
 class Run:
     """A run directory: `config.yaml` (what was asked), `results.json` (what came out), artefacts.
 
@@ -72,13 +132,12 @@ class Run:
     """
 
     def __init__(self, out: str | Path | None, command: str, config: dict[str, Any]):
+        self.defaulted = out is None  # a fresh time-stamped directory: resuming needs --out
         if out is None:
             out = Path("runs") / command.replace(" ", "-") / time.strftime("%Y%m%d-%H%M%S")
-        self.dir = Path(out)
+        self.dir = check_out(out)
         self.command = command
         self.config = config
-        if self.dir.exists() and not self.dir.is_dir():
-            raise HeadwiseError(f"--out {self.dir} is a file; give a directory.")
         saved = self.dir / "config.yaml"
         if saved.is_file():
             previous = yaml.safe_load(saved.read_text()) or {}
@@ -91,6 +150,7 @@ class Run:
             self.resumed = False
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write(saved, yaml.safe_dump({"command": command, "config": _plain(config)}, sort_keys=False))
+        OPENED.append(self)
 
     def path(self, name: str) -> Path:
         return self.dir / name

@@ -62,3 +62,37 @@ def test_serve_without_a_stratnet(tmp_path):
     req.write_text('{"sparsity": 0.5}\n')
     result = invoke("serve", "--stratnet", tmp_path, "--requests", req)
     assert isinstance(result.exception, HeadwiseError) and "holds no StratNet" in str(result.exception)
+
+
+def test_shipped_stratnet_by_name(tmp_path):
+    """--stratnet takes the shipped StratNet's name, as --model takes aliases (issue 16)."""
+    from headwise.compress.serve import Server, stratnet_dir
+
+    assert Server("smollm2").meta["model"] == "smollm2"
+    assert stratnet_dir("smollm2") == stratnet_dir("smollm2-unstructured")
+    assert (stratnet_dir("smollm2") / "stratnet.safetensors").is_file()
+    # through the command line: the shipped StratNet is found, then refuses a model it was not trained for
+    tiny_model("qwen2").save_pretrained(tmp_path / "tiny")
+    req = tmp_path / "r.jsonl"
+    req.write_text('{"sparsity": 0.5}\n')
+    result = invoke("serve", "--stratnet", "smollm2", "--requests", req, "--model", tmp_path / "tiny",
+                    "--out", tmp_path / "o")
+    assert isinstance(result.exception, HeadwiseError) and "trained for 'smollm2'" in str(result.exception)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("smolm2", "no shipped StratNet is named 'smolm2'; the shipped ones are smollm2 (smollm2-unstructured), or give "
+               "a `headwise compress fit` run directory."),
+    ("runs/missing-fit", "--stratnet runs/missing-fit does not exist; give a shipped StratNet's name (smollm2 "
+                         "(smollm2-unstructured)) or a `headwise compress fit` run directory."),
+])
+def test_unknown_stratnet_name_lists_the_shipped_ones(spec, message, tmp_path):
+    import subprocess
+    import sys
+
+    req = tmp_path / "r.jsonl"
+    req.write_text('{"sparsity": 0.5}\n')
+    proc = subprocess.run([sys.executable, "-m", "headwise.cli", "compress", "serve", "--stratnet", spec,
+                           "--requests", str(req), "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr == f"error: {message}\n"

@@ -156,3 +156,19 @@ def test_headwise_eval_pope_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "line 2: question_id 7 is not in the questions" in proc.stderr
+
+
+def test_cli_pope_refuses_partial_answers_unless_allowed(tmp_path):
+    """Issue 16: 2 answers for 5 questions used to score as n=2 with exit 0; now exit 2 naming the 3 missing."""
+    qs = write_jsonl(tmp_path / "q.jsonl", [question(i, "yes" if i % 2 else "no") for i in range(1, 6)])
+    ans = write_jsonl(tmp_path / "a.jsonl", [{"question_id": 1, "answer": "Yes"}, {"question_id": 2, "answer": "No"}])
+    cmd = [sys.executable, "-m", "headwise.cli", "eval", "pope", "--answers", str(ans), "--questions", str(qs)]
+    proc = subprocess.run(cmd + ["--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "3 of 5 questions have no answer" in proc.stderr and "--allow-partial" in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing is saved for a refused file
+    res = CliRunner().invoke(app, ["pope", "--answers", str(ans), "--questions", str(qs), "--allow-partial", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "warning: 3 of 5 questions have no answer" in res.stderr
+    out = json.loads(res.stdout)
+    assert out["n"] == 2 and out["unanswered"] == 3 and out["accuracy"] == 1.0

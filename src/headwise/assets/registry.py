@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwise.errors import AssetMissingError, HeadwiseError
+from headwise.runs import check_out, save_pretrained
 
 MARKER = ".headwise-asset.json"
 
@@ -131,6 +132,7 @@ def fetch_one(name: str, force: bool = False, wheelhouse: Path | None = None) ->
     if is_present(name) and not force:
         _verify_files(asset, target)
         return {"name": name, "status": "present", "path": str(target)}
+    check_out(target.parent, "HEADWISE_CACHE")  # before a download it could not keep
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)
@@ -175,8 +177,7 @@ def _convert_smollm2(folder: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(folder / "hf")
-    tok.save_pretrained(folder / "hf")
+    save_pretrained(folder / "hf", model, tok)
 
 
 _POSTPROCESS = {"smollm2": _convert_smollm2}

@@ -49,7 +49,9 @@ class Continual:
             raise HeadwiseError(f"batch size {config.batch_size} does not split over {self.world} processes.")
         self.model = model
         if config.lora:
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig
+
+            from headwise.models import get_peft_model
 
             self.model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
                                                           target_modules="all-linear", lora_dropout=0.0))
@@ -384,7 +386,7 @@ class Continual:
                 s, after, lg = sensitivity_and_maps(self.core, ids, labels, queries[k], cfg.masked_sensitivity)
                 if self.main:
                     sens += s / len(items)
-                    forget += forgettability(torch.load(work / f"before{k}.pt"), after) / len(items)
+                    forget += forgettability(torch.load(work / f"before{k}.pt", weights_only=True), after) / len(items)
                     torch.save(after.half(), work / f"after{k}.pt")
             else:
                 with torch.no_grad():
@@ -411,7 +413,7 @@ class Continual:
         self.state["heads"][task.name] = {str(l): h for l, h in heads.items()}
         samples = []
         for k in range(len(items)):
-            after = torch.load(work / f"after{k}.pt") if seekr else None
+            after = torch.load(work / f"after{k}.pt", weights_only=True) if seekr else None
             samples.append({"maps": {l: after[l, hs] for l, hs in heads.items()}, "queries": queries[k],
                             "logits": logits[k]})
         self.state["store_bytes"][task.name] = write_shard(self.run.path("teacher") / f"{task.name}.safetensors",

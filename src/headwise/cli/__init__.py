@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -13,8 +16,9 @@ from headwise.cli import eval as eval_cmd
 from headwise.cli import heads as heads_cmd
 from headwise.cli import testbed as testbed_cmd
 from headwise.cli import vhr as vhr_cmd
-from headwise.cli.common import fail
+from headwise.cli.common import REQUESTED_OUT, fail, out_option
 from headwise.errors import HeadwiseError
+from headwise.runs import OPENED
 
 app = typer.Typer(
     help="Find and steer individual attention heads of HuggingFace transformers models.",
@@ -31,7 +35,7 @@ app.add_typer(cl_cmd.app, name="cl")
 
 @app.command()
 def demo(
-    out: str = typer.Option("runs/demo", help="Directory for the demo's run directories."),
+    out: str = out_option("runs/demo", "Directory for the demo's run directories."),
     windows: int = typer.Option(1, help="Text windows the head scan averages over."),
     seq_len: int = typer.Option(192, help="Tokens per window."),
 ) -> None:
@@ -44,13 +48,45 @@ def demo(
 
 
 def main() -> None:
+    REQUESTED_OUT.clear()  # what this command writes, named if it is interrupted
+    OPENED.clear()
     try:
         app()
     except HeadwiseError as err:
         fail(str(err))
     except KeyboardInterrupt:
-        typer.echo("interrupted; finished work is saved in the run directory, rerun the same command to resume.", err=True)
+        _interrupted()
+    except SystemExit as err:
+        # typer turns Ctrl-C into exit 130 before it gets here; its KeyboardInterrupt is down the chain
+        if err.code == 130 and _caused_by_ctrl_c(err):
+            _interrupted()
+        raise
+
+
+def _caused_by_ctrl_c(err: BaseException | None) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _interrupted() -> NoReturn:
+    """Say where the finished work is and the command that resumes it; exit 130 like any Ctrl-C."""
+    command = "headwise " + shlex.join(sys.argv[1:])
+    if REQUESTED_OUT and Path(REQUESTED_OUT[0]).exists():
+        where = REQUESTED_OUT[0]
+    elif OPENED and not REQUESTED_OUT:
+        where = str(OPENED[0].dir)
+        if OPENED[0].defaulted:
+            command += f" --out {shlex.quote(where)}"
+    else:
+        typer.echo("interrupted before anything was saved.", err=True)
         sys.exit(130)
+    typer.echo(f"interrupted; finished work is saved in {where}; rerun `{command}` to resume.", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from headwise.cl.table import DEFAULT_VARIANTS
-from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load, out_option
 from headwise.errors import HeadwiseError
 
 app = typer.Typer(help="Continual fine-tuning with replay and SEEKR's selective attention distillation.",
@@ -132,7 +132,7 @@ def run(
     eval_max: int = EVAL_MAX,
     max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH, checkpoint_every: int = CKPT_EVERY,
     wiki_train: int = WIKI_TRAIN, wiki_test: int = WIKI_TEST,
-    out: str = typer.Option(..., help="Run directory; rerun with the same one to resume."),
+    out: str = out_option(..., "Run directory; rerun with the same one to resume."),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
 ) -> None:
     """Learn the tasks in order, evaluate after each, and write RUN_DIR/results.json (matrix, OP, BWT, FWT)."""
@@ -155,7 +155,7 @@ def table(
     faithful: bool = FAITHFUL, replay_cycle: int | None = REPLAY_CYCLE, lora: bool = LORA, lora_rank: int = LORA_RANK,
     max_len: int = MAX_LEN, eval_max: int = EVAL_MAX, max_new_tokens: int = NEW_TOKENS, eval_batch_size: int = EVAL_BATCH,
     checkpoint_every: int = CKPT_EVERY, wiki_train: int = WIKI_TRAIN, wiki_test: int = WIKI_TEST,
-    out: str = typer.Option(..., help="Table directory (one `cl run` directory per method and seed; resumable)."),
+    out: str = out_option(..., "Table directory (one `cl run` directory per method and seed; resumable)."),
     jobs: int = typer.Option(1, help="Runs at a time, each in its own process with an equal share of the CPU "
                                      "threads (2 on 2 cores: one thread each, faster than two threads for one run)."),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,

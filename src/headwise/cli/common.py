@@ -16,6 +16,28 @@ TRUST = typer.Option(False, "--trust-remote-code", help="Allow a hub model to ru
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
 
 
+# The output directory named on the command line (or by its default), for the Ctrl-C message.
+REQUESTED_OUT: list[str] = []
+
+
+def out_option(default: str | None, help: str, *, kind: str = "run") -> Any:
+    """An output option whose location is checked as the command line is read, before any model loads.
+
+    kind: "run" (a run directory; None means a new one under runs/), "optional" (a directory; None writes
+    nothing) or "file" (a file to write).
+    """
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        from headwise.runs import check_out
+
+        if value is None and kind != "run":
+            return value
+        check_out("runs" if value is None else value, param.opts[0], file=kind == "file")
+        if value is not None and kind != "file":
+            REQUESTED_OUT.append(str(value))
+        return value
+    return typer.Option(default, help=help, callback=check)
+
+
 def fail(message: str) -> NoReturn:
     message = message.rstrip()
     typer.echo(f"error: {message}", err=True)

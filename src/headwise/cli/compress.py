@@ -8,13 +8,10 @@ from pathlib import Path
 
 import typer
 
-from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load, out_option
 
 app = typer.Typer(help="UniCuCo: one StratNet that maps any size/quality request to a pruning strategy.",
                   no_args_is_help=True)
-
-SHIPPED = Path(__file__).resolve().parent.parent / "compress" / "shipped" / "smollm2-unstructured"
-
 
 @app.command()
 def fit(
@@ -39,7 +36,7 @@ def fit(
     serve_beta: float = typer.Option(-1.0, help="GP bound the served StratNet optimises: mean - beta * std of "
                                      "log KL; negative is pessimistic."),
     seed: int = typer.Option(0, help="Seed of the initial design and StratNet."),
-    out: str = typer.Option(None, help="Run directory; default runs/compress-fit/<time>. Rerun with the same one to resume."),
+    out: str = out_option(None, "Run directory; default runs/compress-fit/<time>. Rerun with the same one to resume."),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
 ) -> None:
     """Fit the GP surrogate and StratNet within an evaluation budget; writes stratnet.safetensors/json."""
@@ -64,9 +61,11 @@ def fit(
 
 @app.command()
 def serve(
-    stratnet: Path = typer.Option(..., help="Directory holding stratnet.safetensors and stratnet.json (a fit run)."),
-    requests: Path = typer.Option(..., help='JSONL, one request a line: {"sparsity": 0.5} or {"preference": [size, quality]}, optional "id".'),
-    out: str = typer.Option(None, help="Output directory: results.jsonl, plots, and with --save one model folder per id."),
+    stratnet: str = typer.Option(..., help="A shipped StratNet by name (smollm2: SmolLM2, unstructured), or a "
+                                           "directory holding stratnet.safetensors and stratnet.json (a fit run)."),
+    requests: Path = typer.Option(..., help='JSONL, one request a line: {"sparsity": 0.5} or {"preference": \\[size, quality]}, optional "id".'),
+    out: str = out_option(None, "Output directory: results.jsonl, plots, and with --save one model folder per id; default "
+                                 "runs/compress-serve/<time>."),
     model: str = typer.Option(None, "--model", "-m", help="Model to prune; default the one the StratNet was trained for."),
     save: bool = typer.Option(False, "--save", help="Save each pruned model as safetensors in OUT/<id>/."),
     ppl: bool = typer.Option(True, help="Measure test perplexity of each pruned model."),
@@ -121,5 +120,5 @@ def demo(out: Path) -> str:
     requests = out / "requests.jsonl"
     atomic_write(requests, '{"id": "light", "sparsity": 0.3}\n{"id": "half", "sparsity": 0.5}\n'
                            '{"id": "size-first", "preference": [0.8, 0.2]}\n')
-    result = run_serve(SHIPPED, requests, str(out / "serve"), progress=False)
+    result = run_serve("smollm2", requests, str(out / "serve"), progress=False)
     return serve_summary(result)

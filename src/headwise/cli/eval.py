@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from headwise.cli.common import DEVICE, DTYPE, JSON, TRUST, emit, int_list, load
+from headwise.cli.common import DEVICE, DTYPE, JSON, TRUST, emit, int_list, load, out_option
 from headwise.errors import HeadwiseError
 
 app = typer.Typer(help="Score object hallucination of vision-language models: CHAIR and POPE.",
                   no_args_is_help=True)
 
-OUT = typer.Option(None, help="Run directory to write config.yaml and results.json (with per-item details) into; "
-                               "with --model, rerun with the same one to resume.")
+OUT = out_option(None, "Run directory to write config.yaml and results.json (with per-item details) into; "
+                       "with --model, rerun with the same one to resume.", kind="optional")
 MODEL = typer.Option(None, "--model", "-m", help="Run this vision-language model (alias, folder or hub id) over "
                                                   "the images instead of scoring a file of its outputs.")
 IMAGES = typer.Option(None, help="With --model: folder of the images (COCO file names).")
@@ -96,6 +96,9 @@ def pope(
                                            "matched by question_id when every line has one, else by line order."),
     questions: str = typer.Option(..., help="POPE questions, JSONL of {\"question_id\", \"image\", \"text\", "
                                             "\"label\"} (a JSON list is accepted too)."),
+    allow_partial: bool = typer.Option(False, "--allow-partial",
+                                       help="Score an --answers file that answers only some questions (a warning "
+                                            "names how many are left out); without it such a file is refused."),
     out: str = OUT,
     model: str = MODEL,
     images: str = IMAGES,
@@ -129,6 +132,11 @@ def pope(
     if answers is None:
         raise HeadwiseError("give --answers (a JSONL of {\"question_id\", \"answer\"}) or --model and --images.")
     result = score_pope_files(answers, questions)
+    if result["unanswered"]:
+        missing = f"{result['unanswered']} of {result['unanswered'] + result['n']} questions have no answer in {answers}"
+        if not allow_partial:
+            raise HeadwiseError(f"{missing}; answer them all, or pass --allow-partial to score only the answered ones.")
+        typer.echo(f"warning: {missing}; scoring only the {result['n']} answered.", err=True)
     result |= _save(out, "eval pope", {"answers": answers, "questions": questions}, result)
     emit(result, as_json, pope_summary(result))
 

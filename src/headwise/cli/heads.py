@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, int_list, load
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, int_list, load, out_option
 
 app = typer.Typer(help="Inspect and score the attention heads of a model.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def show(model: str = MODEL, dtype: str = DTYPE, device: str = DEVICE, trust_rem
 def scan(
     model: str = MODEL,
     data: str = typer.Option("wiki-en", help="Text: wiki-en, wiki-fr, wiki-es (test split) or a UTF-8 file."),
-    out: str = typer.Option(None, help="Run directory; default runs/heads-scan/<time>. Rerun with the same one to resume."),
+    out: str = out_option(None, "Run directory; default runs/heads-scan/<time>. Rerun with the same one to resume."),
     seq_len: int = typer.Option(256, help="Tokens per text window."),
     windows: int = typer.Option(4, help="Number of text windows to average over."),
     batch_size: int = typer.Option(8, help="Rows (one ablated head on one window) per forward pass."),

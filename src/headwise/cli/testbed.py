@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from headwise.cli.common import JSON, emit
+from headwise.cli.common import JSON, emit, out_option
 
 app = typer.Typer(help="A hallucination testbed that runs on a laptop CPU: OpenMoji scenes and emoji-llava.",
                   no_args_is_help=True)
 
 
 @app.command()
-def make(out: str = typer.Option(..., help="Folder to write images/, annotations/ and pope_<split>.jsonl into."),
+def make(out: str = out_option(..., "Folder to write images/, annotations/ and pope_<split>.jsonl into."),
          n: int = typer.Option(200, help="Number of scenes."),
          seed: int = typer.Option(0, help="Scene stream; the same seed always gives the same scenes."),
          size: int = typer.Option(96, help="Image side in pixels (emoji-llava sees 96)."),
@@ -27,7 +27,7 @@ def make(out: str = typer.Option(..., help="Folder to write images/, annotations
 
 
 @app.command()
-def train(out: str = typer.Option(..., help="Run directory; rerun with the same one to resume from its checkpoints."),
+def train(out: str = out_option(..., "Run directory; rerun with the same one to resume from its checkpoints."),
           vision_steps: int = typer.Option(400, help="Stage 1 steps (vision tower)."),
           caption_steps: int = typer.Option(800, help="Stage 2 steps (projector + LoRA through SmolLM2)."),
           answer_steps: int = typer.Option(300, help="Stage 3 steps (the same weights on mostly yes/no questions)."),
@@ -48,7 +48,7 @@ def train(out: str = typer.Option(..., help="Run directory; rerun with the same 
 
 
 @app.command()
-def evaluate(out: str = typer.Option(..., help="Run directory (one sub-run per seed, method and task; resumable)."),
+def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, method and task; resumable)."),
              model: str = typer.Option("emoji-llava", "--model", "-m",
                                        help="Vision-language model to evaluate: emoji-llava, an emoji_llava.safetensors "
                                             "from `headwise testbed train`, or any model --model takes elsewhere."),

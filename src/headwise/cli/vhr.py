@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, int_list, load
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, int_list, load, out_option
 
 app = typer.Typer(help="Vision-aware head divergence and reinforcement (VHR) for vision-language models.",
                   no_args_is_help=True)
@@ -47,7 +47,7 @@ def describe(model: str = MODEL, image: Path = typer.Option(..., help="Image fil
 
 @app.command()
 def heads(model: str = MODEL, image: Path = typer.Option(..., help="Image file."), prompt: str = PROMPT,
-          plot: Path = typer.Option(None, help="Write a layers x heads VHD heatmap to this PNG."),
+          plot: Path = out_option(None, "Write a layers x heads VHD heatmap to this PNG.", kind="file"),
           top: int = typer.Option(10, help="How many of the most vision-aware heads to print."),
           dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON) -> None:
     """Vision-aware head divergence at the first generation step (nothing reinforced)."""

@@ -17,12 +17,37 @@ from headwise.compress.strategy import fingerprint, preference_for_sparsity, pro
 from headwise.errors import HeadwiseError
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+# StratNets shipped in the package, by name (as --model takes aliases): name -> folder under shipped/.
+SHIPPED = {"smollm2": "smollm2-unstructured"}
+
+
+def stratnet_dir(spec: str | Path) -> Path:
+    """The folder of a StratNet given as a shipped name (`smollm2`, or its folder's name) or a directory."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    names = {**SHIPPED, **{folder: folder for folder in SHIPPED.values()}}
+    if str(spec) in names:
+        return SHIPPED_DIR / names[str(spec)]
+    shipped = ", ".join(f"{name} ({folder})" for name, folder in SHIPPED.items())
+    if path.exists():
+        raise HeadwiseError(f"--stratnet {spec} is a file; give a shipped StratNet's name ({shipped}) or a "
+                            "`headwise compress fit` run directory.")
+    if len(path.parts) > 1 or str(spec).startswith((".", "~")):
+        raise HeadwiseError(f"--stratnet {spec} does not exist; give a shipped StratNet's name ({shipped}) or a "
+                            "`headwise compress fit` run directory.")
+    raise HeadwiseError(f"no shipped StratNet is named {str(spec)!r}; the shipped ones are {shipped}, or give a "
+                        "`headwise compress fit` run directory.")
+
+
 class Server:
     """A trained StratNet with what it was trained for (model fingerprint, space, calibration settings, which
     name its pruning method; StratNets saved before the method existed are Wanda's)."""
 
-    def __init__(self, directory: str | Path):
-        self.net, self.meta = sn.load(Path(directory))
+    def __init__(self, stratnet: str | Path):
+        """`stratnet`: a shipped StratNet's name (see SHIPPED) or a directory holding one."""
+        self.net, self.meta = sn.load(stratnet_dir(stratnet))
         self.space = self.meta["space"]
         self.calib_config = CalibConfig(**self.meta["calibration"])
 
@@ -46,9 +71,9 @@ class Server:
 
 def save_pruned(model, tokenizer, directory: Path) -> None:
     """save_pretrained of the model as it is now (pruned), with its tokenizer, as safetensors."""
-    model.save_pretrained(str(directory), safe_serialization=True)
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(str(directory))
+    from headwise.runs import save_pretrained
+
+    save_pretrained(directory, model, *([tokenizer] if hasattr(tokenizer, "save_pretrained") else []))
 
 
 def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibration, run, save: bool = False,

@@ -20,6 +20,7 @@ import transformers as tf
 
 from headwise.assets.registry import cache_dir, require, sha256
 from headwise.errors import AssetMissingError, HeadwiseError
+from headwise.runs import check_out, save_pretrained
 
 IMAGE_SIZE, PATCH = 96, 16
 # A reserved SmolLM2 token that never occurs in text stands in for image positions: no new embeddings.
@@ -103,7 +104,9 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 def with_adapter(model):
     """`model` wrapped in a fresh LoRA adapter on SmolLM2's q/v projections (peft), the weights that train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from headwise.models import get_peft_model
 
     return get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
                                             target_modules=r".*language_model.*\.(q_proj|v_proj)"))
@@ -146,8 +149,7 @@ def build(weights: Path | None = None, out: Path | None = None) -> Path:
         raise AssetMissingError(f"{weights} does not match this model (e.g. {foreign[0]}); rebuild it with `headwise testbed train`.")
     model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
     merge_lora(model, state)
-    model.save_pretrained(out)
-    proc.save_pretrained(out)
+    save_pretrained(out, model, proc)
     (out / SOURCE).write_text(json.dumps({"weights_sha256": sha256(weights)}))
     return out
 
@@ -170,6 +172,7 @@ def emoji_llava_dir(weights: Path | None = None) -> Path:
     if source.is_file() and json.loads(source.read_text()).get("weights_sha256") == digest:
         return folder
     require("smollm2")
+    check_out(folder.parent, "HEADWISE_CACHE")  # before SmolLM2 loads for an assembly it could not keep
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap it in with one rename, so no reader sees half a model.
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
