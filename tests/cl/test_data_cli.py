@@ -9,7 +9,7 @@ from headwise.cl import scoring
 from headwise.cl.data import collate, encode, load_superni, load_trace
 from headwise.errors import HeadwiseError
 
-from conftest import write_trace
+from cl_helpers import write_trace
 
 
 def test_trace_loader_and_order_file(tmp_path):
