@@ -89,6 +89,18 @@ def test_sari_by_hand_with_one_reference():
     assert scoring.sari(OUTPUT, REFERENCES[1], SOURCE) == pytest.approx(13 / 45, abs=1e-12)
 
 
+def test_sari_by_hand_with_repeated_words():
+    # Source "go go go now", output "go go now", reference "go now stop": where repeated n-grams make HF's per-n-gram
+    # averages differ from pooled counts. (keep F1, delete P, add F1) per order:
+    # n=1: kept {go: 2, now: 1}, good {go: 1, now: 1}: P (1/2 + 1/1) / 2 = 3/4 (pooled would be 2/3), R 2/2 -> 6/7;
+    #      deleted {go: 1}, but "go" is in the reference -> 0; nothing added, "stop" missed: P 1 (0/0), R 0 -> 0.
+    # n=2: kept {go go, go now}, good {go now}: P 1/2, R 1/1 -> 2/3; deleted {go go} not in the reference -> 1; add 0.
+    # n=3: kept {go go now} not in the reference: P 0 -> 0; deleted {go go go} -> 1; add 0.
+    # n=4: nothing kept, deleted {go go go now} -> 1, nothing to add: keep 1, delete 1, add 1 (0/0 = 1 throughout).
+    # SARI = (53/84 + 3/4 + 1/4) / 3 = 137/252.
+    assert scoring.sari("go go now", "go now stop", "go go go now") == pytest.approx(137 / 252, abs=1e-12)
+
+
 def test_sari_equals_the_reference_implementation_on_its_documented_example():
     # HF evaluate's metrics/sari card (the metric TRACE reports for 20Minuten): {'sari': 26.953601953601954} for
     # these three references. It exercises what one reference cannot: counts scaled by the number of references,
