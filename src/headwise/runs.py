@@ -16,9 +16,19 @@ import yaml
 from headwise.errors import HeadwiseError
 
 
+def out_dir(out: str | Path) -> Path:
+    """An --out directory: refused with one sentence when it names an existing file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HeadwiseError(f"--out {out} is a file; give a directory.")
+    return out
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
+    if path.is_dir():
+        raise HeadwiseError(f"{path} is a directory; give a file name to write to.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -60,11 +70,9 @@ class Run:
     def __init__(self, out: str | Path | None, command: str, config: dict[str, Any]):
         if out is None:
             out = Path("runs") / command.replace(" ", "-") / time.strftime("%Y%m%d-%H%M%S")
-        self.dir = Path(out)
+        self.dir = out_dir(out)
         self.command = command
         self.config = config
-        if self.dir.exists() and not self.dir.is_dir():
-            raise HeadwiseError(f"--out {self.dir} is a file; give a directory.")
         saved = self.dir / "config.yaml"
         if saved.is_file():
             previous = yaml.safe_load(saved.read_text()) or {}

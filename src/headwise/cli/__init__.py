@@ -39,8 +39,11 @@ def demo(
     the shipped StratNet, and greedy vs VHR captions of 30 testbed scenes with CHAIR, POPE and an example figure
     (several minutes on 2 CPU cores; each part writes its own run directory under --out)."""
     from headwise.cli.demo import run_demo
+    from headwise.runs import out_dir
 
-    run_demo(out, windows=windows, seq_len=seq_len)
+    if windows < 1 or seq_len < 2:  # checked before minutes of loading, not after
+        raise HeadwiseError(f"--windows must be at least 1 and --seq-len at least 2, got {windows} and {seq_len}.")
+    run_demo(str(out_dir(out)), windows=windows, seq_len=seq_len)
 
 
 def main() -> None:

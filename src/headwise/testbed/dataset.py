@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from headwise.errors import HeadwiseError
-from headwise.runs import atomic_write
+from headwise.runs import atomic_write, out_dir
 from headwise.testbed.scenes import Scene, categories, sample_scene, save_image, tight_box, world
 
 POPE_SPLITS = ("random", "popular", "adversarial")
@@ -98,7 +98,7 @@ def make(out: str | Path, n: int, seed: int = 0, size: int = 96, first_id: int =
         raise HeadwiseError(f"--n must be at least 1, got {n}.")
     if size < 32:
         raise HeadwiseError(f"--size must be at least 32 pixels, got {size}.")
-    out = Path(out)
+    out = out_dir(out)
     images_dir, ann_dir = out / "images", out / "annotations"
     images_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
