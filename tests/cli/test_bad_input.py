@@ -1,12 +1,33 @@
 """Bad input to `headwise demo`, `testbed make`, `testbed evaluate`, `vhr heads` and `assets list`: one sentence
-on stderr and exit status 2, never a traceback, and (where it matters) before any slow work starts."""
+on stderr and exit status 2, never a traceback, and (where it matters) before any slow work starts. Run in-process
+through the CLI's own `main` (an exception that escaped it would fail the test), which saves an interpreter start
+per case; tests/cli/test_cli.py covers the same path in subprocesses."""
 
 import json
+import sys
 
 import pytest
 import torch
 
-from test_cli import assert_clean_failure, headwise
+
+def headwise(monkeypatch, capsys, *args):
+    """(exit status, stdout, stderr) of `headwise ARGS`."""
+    from headwise.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["headwise", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_clean_failure(result, message):
+    code, out, err = result
+    assert code == 2, err
+    assert "Traceback" not in out + err and message in err
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +67,22 @@ CASES = [
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(CASES)])
-def test_bad_input_is_one_sentence_and_exit_2(files, args, message):
-    assert_clean_failure(headwise(*[a.format(d=files) for a in args]), message)
+def test_bad_input_is_one_sentence_and_exit_2(files, args, message, monkeypatch, capsys):
+    assert_clean_failure(headwise(monkeypatch, capsys, *[a.format(d=files) for a in args]), message)
     assert not (files / "e").exists() and not (files / "m").exists()  # refused before writing anything
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda_is_one_sentence(files):
-    proc = headwise("vhr", "heads", "--model", str(files / "vlm"), "--image", str(files / "img.png"), "--device", "cuda")
-    assert_clean_failure(proc, "needs CUDA")
+def test_cuda_without_cuda_is_one_sentence(files, monkeypatch, capsys):
+    result = headwise(monkeypatch, capsys, "vhr", "heads", "--model", files / "vlm", "--image", files / "img.png",
+                      "--device", "cuda")
+    assert_clean_failure(result, "needs CUDA")
 
 
-def test_assets_list_reports_an_empty_cache(tmp_path):
-    proc = headwise("assets", "list", "--json", env={"HEADWISE_CACHE": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
+def test_assets_list_reports_an_empty_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEADWISE_CACHE", str(tmp_path))
+    code, out, err = headwise(monkeypatch, capsys, "assets", "list", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
     assert [r["name"] for r in rows] == ["smollm2", "wiki", "openmoji"]
     assert not any(r["present"] for r in rows) and all(r["path"].startswith(str(tmp_path)) for r in rows)
