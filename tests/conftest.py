@@ -14,3 +14,11 @@ def smollm2():
     from headwise.models import load_model
 
     return load_model("smollm2", device="cpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the real SmolLM2 (directly or through a fixture built on it, such as emoji-llava)
+    carries the `real` marker, so `pytest -m "not real"` is the fast loop on tiny models."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real)

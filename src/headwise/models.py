@@ -135,6 +135,8 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
 
     config, target, common = _config(name_or_path, trust_remote_code)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise HeadwiseError(f"--device {device} needs CUDA, and this torch sees no CUDA device; use --device cpu.")
     if isinstance(dtype, str) and dtype != "auto":
         if dtype not in DTYPES:
             raise HeadwiseError(f"unknown dtype {dtype!r}; use auto, {', '.join(DTYPES)}.")

@@ -23,6 +23,8 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     The file gets the mode open() would give it (0666 less the umask): mkstemp's 0600 would survive the rename.
     """
     path = Path(path)
+    if path.is_dir():
+        raise HeadwiseError(f"{path} is a directory; give a file name to write to.")
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"

@@ -9,7 +9,7 @@ from headwise.cl import scoring
 from headwise.cl.data import collate, encode, load_superni, load_trace
 from headwise.errors import HeadwiseError
 
-from conftest import write_trace
+from cl_helpers import write_trace
 
 
 def test_trace_loader_and_order_file(tmp_path):
@@ -69,7 +69,43 @@ def test_task_metrics():
     assert scoring.rouge_l("the cat", "the cat sat down") == pytest.approx(2 * 1 * 0.5 / 1.5)
     assert scoring.edit_similarity("abcd", "abce") == pytest.approx(0.75)
     perfect = scoring.sari("the cat sat", "the cat sat", "the big cat sat down")
-    assert perfect > scoring.sari("the big cat sat down", "the cat sat", "the big cat sat down")
+    assert perfect == 1.0 and perfect > scoring.sari("the big cat sat down", "the cat sat", "the big cat sat down")
+
+
+SOURCE = "About 95 species are currently accepted ."  # Xu et al. (2016)'s example, also in HF evaluate's sari card
+OUTPUT = "About 95 you now get in ."
+REFERENCES = ["About 95 species are currently known .", "About 95 species are now accepted .",
+              "95 species are now accepted ."]
+
+
+def test_sari_by_hand_with_one_reference():
+    # Reference "about 95 species are now accepted ." (lower-cased). Per n-gram order (keep F1, delete P, add F1):
+    # n=1: kept {about, 95, .} all in the reference: P 1, R 3/6 -> 2/3; deleted {species, are, currently, accepted},
+    #      only "currently" is in no reference -> 1/4; added {you, now, get, in}, "now" good: P 1/4, R 1/1 -> 2/5.
+    # n=2: kept {about 95}: P 1, R 1/4 -> 2/5; deleted 5, good {are currently, currently accepted} -> 2/5; add 0.
+    # n=3: nothing kept (P 1 by 0/0 = 1), R 0/2 -> 0; deleted 5, good 3 -> 3/5; add 0.
+    # n=4: keep 0; deleted 4, good 3 -> 3/4; add 0.
+    # SARI = (mean keep 4/15 + mean delete 1/2 + mean add 1/10) / 3 = 13/45.
+    assert scoring.sari(OUTPUT, REFERENCES[1], SOURCE) == pytest.approx(13 / 45, abs=1e-12)
+
+
+def test_sari_by_hand_with_repeated_words():
+    # Source "go go go now", output "go go now", reference "go now stop": where repeated n-grams make HF's per-n-gram
+    # averages differ from pooled counts. (keep F1, delete P, add F1) per order:
+    # n=1: kept {go: 2, now: 1}, good {go: 1, now: 1}: P (1/2 + 1/1) / 2 = 3/4 (pooled would be 2/3), R 2/2 -> 6/7;
+    #      deleted {go: 1}, but "go" is in the reference -> 0; nothing added, "stop" missed: P 1 (0/0), R 0 -> 0.
+    # n=2: kept {go go, go now}, good {go now}: P 1/2, R 1/1 -> 2/3; deleted {go go} not in the reference -> 1; add 0.
+    # n=3: kept {go go now} not in the reference: P 0 -> 0; deleted {go go go} -> 1; add 0.
+    # n=4: nothing kept, deleted {go go go now} -> 1, nothing to add: keep 1, delete 1, add 1 (0/0 = 1 throughout).
+    # SARI = (53/84 + 3/4 + 1/4) / 3 = 137/252.
+    assert scoring.sari("go go now", "go now stop", "go go go now") == pytest.approx(137 / 252, abs=1e-12)
+
+
+def test_sari_equals_the_reference_implementation_on_its_documented_example():
+    # HF evaluate's metrics/sari card (the metric TRACE reports for 20Minuten): {'sari': 26.953601953601954} for
+    # these three references. It exercises what one reference cannot: counts scaled by the number of references,
+    # per-n-gram averaged precisions over repeated n-grams, and additions counted once.
+    assert scoring.sari(OUTPUT, REFERENCES, SOURCE) * 100 == pytest.approx(26.953601953601954, abs=1e-9)
 
 
 def cli(*args, cwd=None):

@@ -14,7 +14,7 @@ from headwise.runs import Run
 from headwise.testing import tiny_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from conftest import TinyTokenizer  # noqa: E402
+from cl_helpers import TinyTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 state = process_state()

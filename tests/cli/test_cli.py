@@ -91,12 +91,23 @@ def test_vhr_describe_and_heads(tiny_llava, tmp_path):
                     "--layers", "0,1", "--max-new-tokens", "5", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["method"] == "vhr" and out["text"] and set(out["heads"]) <= {"0", "1"}
+    assert out["method"] == "vhr" and out["text"]
+    # 4 heads per layer: "strictly above the lower median" picks 2 in each reinforced layer (Eq. 7)
+    assert set(out["heads"]) == {"0", "1"} and all(len(h) == 2 for h in out["heads"].values())
     plot = tmp_path / "vhd.png"
     proc = headwise("vhr", "heads", "--model", str(tiny_llava / "model"), "--image", str(tiny_llava / "img.png"),
                     "--plot", str(plot), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert plot.stat().st_size > 1000 and len(json.loads(proc.stdout)["vhd"]) == 2
+    heads = json.loads(proc.stdout)
+    vhd = heads["vhd"]
+    assert plot.stat().st_size > 1000 and len(vhd) == 2 and all(len(row) == 4 for row in vhd)
+    ranked = [(r["layer"], r["head"]) for r in heads["top_heads"]]
+    assert len(ranked) == 8 and [r["vhd"] for r in heads["top_heads"]] == sorted((v for row in vhd for v in row),
+                                                                                   reverse=True)
+    assert all(vhd[l][h] == r["vhd"] for (l, h), r in zip(ranked, heads["top_heads"]))
+    # Layer 0 is the first reinforced layer, so VHR chose its heads from the same unreinforced VHD `vhr heads`
+    # reports: the two largest (no Eq. 6 outlier on this image).
+    assert out["heads"]["0"] == sorted(sorted(range(4), key=lambda h: vhd[0][h])[2:])
 
 
 @pytest.mark.parametrize("extra, message", [

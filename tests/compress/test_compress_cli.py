@@ -96,3 +96,44 @@ def test_unknown_stratnet_name_lists_the_shipped_ones(spec, message, tmp_path):
                            "--requests", str(req), "--out", str(tmp_path / "o")], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr == f"error: {message}\n"
+
+
+def test_serve_stopped_mid_way_keeps_the_answered_requests(tiny_stratnet, tmp_path, monkeypatch):
+    import json
+
+    from headwise.compress.fit import calibration
+    from headwise.compress.serve import Server, serve
+    from headwise.compress.strategy import read_requests
+
+    reqs = tmp_path / "r.jsonl"
+    reqs.write_text('{"sparsity": 0.3, "id": "a"}\n{"sparsity": 0.5, "id": "b"}\n{"preference": [0.6, 0.4], "id": "c"}\n')
+    model, server = tiny_model("llama"), Server(tiny_stratnet)
+    calib = calibration(model, ByteTokenizer(), server.calib_config)
+    asked, real_strategy = [], Server.strategy
+
+    def stop_at_b(self, request):
+        if request["id"] == "b":
+            raise KeyboardInterrupt
+        asked.append(request["id"])
+        return real_strategy(self, request)
+
+    monkeypatch.setattr(Server, "strategy", stop_at_b)
+    out = Run(tmp_path / "s", "compress serve", {})
+    with pytest.raises(KeyboardInterrupt):
+        serve(model, None, server, read_requests(reqs), calib, out, ppl=False, progress=False)
+    (first,) = [json.loads(line) for line in out.path("results.jsonl").read_text().splitlines()]
+    assert asked == ["a"] and first["id"] == "a"
+    first["kl"] = -1.0  # a value serving would never produce: it must survive the resume
+    out.path("results.jsonl").write_text(json.dumps(first) + "\n")
+
+    def counting(self, request):
+        asked.append(request["id"])
+        return real_strategy(self, request)
+
+    monkeypatch.setattr(Server, "strategy", counting)
+    asked.clear()
+    rows = serve(model, None, server, read_requests(reqs), calib, Run(tmp_path / "s", "compress serve", {}),
+                 ppl=False, progress=False)
+    assert asked == ["b", "c"] and [r["id"] for r in rows] == ["a", "b", "c"] and rows[0] == first
+    assert [json.loads(line) for line in out.path("results.jsonl").read_text().splitlines()] == rows
+    assert rows[1]["sparsity"] == pytest.approx(0.5, abs=0.02) and rows[2]["kl"] > 0

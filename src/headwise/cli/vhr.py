@@ -51,10 +51,13 @@ def heads(model: str = MODEL, image: Path = typer.Option(..., help="Image file."
           top: int = typer.Option(10, help="How many of the most vision-aware heads to print."),
           dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON) -> None:
     """Vision-aware head divergence at the first generation step (nothing reinforced)."""
+    from headwise.errors import HeadwiseError
     from headwise.plots import heatmap
     from headwise.vhr import head_divergence
     from headwise.vhr.inputs import load_image
 
+    if top < 1:
+        raise HeadwiseError(f"--top must be at least 1, got {top}.")
     img = load_image(image)
     m, proc = load(model, dtype, device, trust_remote_code)
     vhd = head_divergence(m, proc, img, prompt)

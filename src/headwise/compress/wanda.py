@@ -2,7 +2,8 @@
 
 For every linear layer the per-row rank of each weight under the Wanda score |W_ij| * ||X_j|| is computed once
 (from cached input norms). Pruning a row to ratio s then zeroes the round(s * in_features) lowest-ranked
-weights, a comparison instead of a sort, and the dense weights are kept aside so restoring is a copy.
+weights (locuslab/wanda's int() with faithful=True, see `Linear.pruned_per_row`), a comparison instead of a
+sort, and the dense weights are kept aside so restoring is a copy.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ class WandaPruner(BlockPruner):
     Args:
         model: the dense model (its weights are modified in place by `apply`).
         norms: per block, linear name -> input-feature L2 norms (`Calibration.norms`).
+        faithful: prune int(ratio * in_features) weights per row as locuslab/wanda does, instead of the rounded count.
     """
 
-    def __init__(self, model, norms: list[dict[str, torch.Tensor]]):
-        super().__init__(model)
+    def __init__(self, model, norms: list[dict[str, torch.Tensor]], faithful: bool = False):
+        super().__init__(model, faithful)
         # Ranks are kept in each module's own layout, so pruning is one torch.where on its weight.
         self.ranks = [[e.out_in(wanda_rank(e.out_in(e.dense).cpu(), statistic(norms, b, e.name, "input norms")))
                        .contiguous().to(e.dense.device) for e in entries]
@@ -34,5 +36,5 @@ class WandaPruner(BlockPruner):
 
     def _prune_block(self, b: int, ratio: float) -> None:
         for e, rank in zip(self.blocks[b], self.ranks[b]):
-            k = e.pruned_per_row(ratio)
+            k = e.pruned_per_row(ratio, self.faithful)
             torch.where(rank < k, torch.zeros((), dtype=e.dense.dtype), e.dense, out=e.module.weight.data)

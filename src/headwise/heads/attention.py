@@ -116,10 +116,13 @@ def _wrapper(original: str):
         else:
             out = fn(module, query, key, value, attention_mask, **kwargs)
         for collector, layer, heads in _ACTIVE.get(id(module), ()):
-            with torch.set_grad_enabled(collector.differentiable and torch.is_grad_enabled()):
-                probs = head_probabilities(module, query, key, attention_mask, heads.to(query.device),
-                                           scaling=kwargs.get("scaling"), softcap=kwargs.get("softcap"),
-                                           sliding_window=kwargs.get("sliding_window"))
+            if editor is not None:  # the probabilities the output was computed from: after the edit
+                probs = out[1][:, heads.to(query.device)].float()
+            else:
+                with torch.set_grad_enabled(collector.differentiable and torch.is_grad_enabled()):
+                    probs = head_probabilities(module, query, key, attention_mask, heads.to(query.device),
+                                               scaling=kwargs.get("scaling"), softcap=kwargs.get("softcap"),
+                                               sliding_window=kwargs.get("sliding_window"))
             collector.maps[layer] = probs if collector.differentiable else probs.detach()
         return out
     return attention

@@ -40,9 +40,9 @@ def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> d
     from headwise.models import load_model
 
     out = Path(out)
-    table_run = Run(out, "testbed evaluate", cfg.__dict__)
-    if model is None:
+    if model is None:  # first: a --model that does not load must not leave a run directory behind
         model, processor = load_model(cfg.model)
+    table_run = Run(out, "testbed evaluate", cfg.__dict__)
     rows: dict[str, dict[str, list[float]]] = {m: {} for m in cfg.methods}
     for seed in cfg.seeds:
         bench = out / f"scenes-seed{seed}"
