@@ -49,8 +49,9 @@ def check_ablation_is_zeroed_columns(model, enc, layer, head, tol=1e-4):
 
 
 @torch.no_grad()
-def check_maps_match_eager(model, enc, heads, tol=1e-5):
-    """`attention_maps` on the sdpa backend equals eager `output_attentions` on the real (unpadded) query rows."""
+def check_maps_match_eager(model, enc, heads, tol=1e-5) -> dict[int, torch.Tensor]:
+    """`attention_maps` on the sdpa backend equals eager `output_attentions` on the real (unpadded) query rows;
+    returns the maps."""
     with attention_maps(model, heads) as maps:
         model(**enc, logits_to_keep=1)
     model.set_attn_implementation("eager")
@@ -61,14 +62,15 @@ def check_maps_match_eager(model, enc, heads, tol=1e-5):
     real = enc["attention_mask"].bool()[:, None, :, None]
     for layer, hs in maps.heads.items():
         assert ((maps.maps[layer] - ref[layer][:, hs]).abs() * real).max() <= tol, f"layer {layer}"
+    return maps.maps
 
 
 @torch.no_grad()
-def check_cached_steering(model, enc, factors, tol=1e-4):
+def check_cached_steering(model, enc, factors, n=8, tol=1e-4):
     """Steering inside cached generate() equals uncached generation, and the steering changed the output."""
     with scale_heads(model, factors):
-        cached, cached_logits = greedy(model, enc)
-        uncached, uncached_logits = greedy(model, enc, use_cache=False)
+        cached, cached_logits = greedy(model, enc, n)
+        uncached, uncached_logits = greedy(model, enc, n, use_cache=False)
     assert torch.equal(cached, uncached)
     assert (cached_logits - uncached_logits).abs().max() <= tol
-    assert (cached_logits - greedy(model, enc)[1]).abs().max() > 1e-3
+    assert (cached_logits - greedy(model, enc, n)[1]).abs().max() > 1e-3
