@@ -35,6 +35,13 @@ def _smollm2() -> Path:
     return require("smollm2") / "hf"
 
 
+@register_alias("gemma3-270m")
+def _gemma3_270m() -> Path:
+    from headwise.assets.registry import require
+
+    return require("gemma3-270m") / "hf"
+
+
 @register_alias("emoji-llava")
 def _emoji_llava() -> Path:
     from headwise.testbed.model import emoji_llava_dir
@@ -120,7 +127,7 @@ def load_model(name_or_path: str, *, dtype: str | Any = "auto", device: str | No
     """Load a model with its tokenizer (language models) or processor (vision-language models).
 
     Args:
-        name_or_path: an alias (`smollm2`), a local folder, a .gguf file, emoji-llava weights
+        name_or_path: an alias (`smollm2`, `gemma3-270m`), a local folder, a .gguf file, emoji-llava weights
             (an emoji_llava.safetensors from `headwise testbed train`) or a hub id.
         dtype: "auto" (the checkpoint's dtype; float32 on CPU), "float32", "bfloat16", "float16" or a torch dtype.
         device: "cpu", "cuda", "cuda:1"...; defaults to CUDA when available.

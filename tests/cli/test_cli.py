@@ -45,9 +45,10 @@ def test_unsupported_family(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-def test_missing_assets_say_what_to_run(tmp_path):
-    proc = headwise("heads", "show", "--model", "smollm2", env={"HEADWISE_CACHE": str(tmp_path)})
-    assert_clean_failure(proc, "headwise assets fetch")
+@pytest.mark.parametrize("model", ["smollm2", "gemma3-270m"])
+def test_missing_assets_say_what_to_run(tmp_path, model):
+    proc = headwise("heads", "show", "--model", model, env={"HEADWISE_CACHE": str(tmp_path)})
+    assert_clean_failure(proc, f"run `headwise assets fetch --only {model}`")
 
 
 def test_show_json_on_a_saved_tiny_model(tmp_path):

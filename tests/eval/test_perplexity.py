@@ -17,6 +17,25 @@ def test_windows_are_non_overlapping_and_truncated():
         token_windows(tok, "ab", seq_len=3)
 
 
+class BosTokenizer(ByteTokenizer):
+    """Like Gemma's tokenizer: puts <bos> (id 2) before the text when asked for special tokens."""
+
+    def __call__(self, text, add_special_tokens=False, return_tensors=None):
+        enc = super().__call__(text)
+        if add_special_tokens:
+            enc.input_ids = torch.cat([torch.tensor([[2]]), enc.input_ids], dim=1)
+        return enc
+
+
+def test_windows_start_with_the_tokenizers_own_bos():
+    text = "abcdefghij"
+    plain = ByteTokenizer()(text).input_ids[0]
+    w = token_windows(BosTokenizer(), text, seq_len=4)
+    assert w.shape == (3, 4) and (w[:, 0] == 2).all()
+    assert torch.equal(w[:, 1:].flatten(), plain[:9])  # 3 text tokens per window, in order, no overlap
+    assert token_windows(ByteTokenizer(), text, seq_len=4)[0].tolist() == plain[:4].tolist()  # no bos added
+
+
 def test_perplexity_is_exp_of_hand_computed_nll():
     model = tiny_model("gpt2")
     ids = torch.randint(3, 100, (2, 6), generator=torch.Generator().manual_seed(0))

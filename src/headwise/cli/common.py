@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 
-MODEL = typer.Option(..., "--model", "-m", help="Alias (smollm2, emoji-llava), local model folder, .gguf file, emoji_llava.safetensors from "
+MODEL = typer.Option(..., "--model", "-m", help="Alias (smollm2, gemma3-270m, emoji-llava), local model folder, .gguf file, emoji_llava.safetensors from "
                      "`headwise testbed train`, or hub id.")
 DTYPE = typer.Option("auto", help="Weights dtype: auto (float32 on CPU), float32, bfloat16 or float16.")
 DEVICE = typer.Option(None, help="Device (cpu, cuda, cuda:1...); CUDA when available.")
