@@ -244,7 +244,7 @@ class Continual:
                 # (1 on an even split). A last batch smaller than the number of processes leaves some without
                 # items: they still run the step (DDP and sharded weights need every process in every
                 # backward), on a stand-in item weighted 0.
-                weight = 1.0
+                weight = len(mine) * self.world / len(idx)
                 mine = mine or idx[:1]
                 if kind == "replay":
                     parts = self._replay_loss([pool[i] for i in mine])
