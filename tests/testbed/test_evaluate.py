@@ -11,7 +11,8 @@ def test_table_over_seeds_and_methods_resumes(tmp_path):
     row = result["table"]["vhr"]
     assert len(row["chair_i"]["values"]) == 2 and 0 <= row["chair_i"]["mean"] <= 1
     table = (tmp_path / "table.md").read_text().splitlines()
-    assert table[0].startswith("| method | CHAIR_S | CHAIR_I | recall | words | POPE random F1 | POPE random acc.")
+    assert table[0].startswith("| method | CHAIR_S | CHAIR_I | recall | words | POPE random F1 | POPE random acc. "
+                               "| POPE unparsed |")
     assert table[2].startswith("| greedy |") and all(line.count("|") == table[0].count("|") for line in table)
     # the same scenes for every method of a seed
     ids = [json.loads((tmp_path / f"seed0-{m}-chair" / "image_ids.json").read_text()) for m in cfg.methods]

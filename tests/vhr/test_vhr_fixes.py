@@ -82,3 +82,55 @@ def test_prompt_without_a_chat_template_drops_the_image_token_and_its_newline():
     greedy = generate(model, proc, [test_image(0)], prompt, method="greedy", max_new_tokens=6)
     same = generate(model, proc, [test_image(0)], prompt, method="vhr", alpha=1.0, max_new_tokens=6)
     assert torch.equal(greedy.sequences, same.sequences)
+
+
+def count_prefills(model):
+    """A hook counting decoder forwards over more than one position (prefills); returns (calls, handle)."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        calls.append(hidden.shape[1] > 1)
+
+    return calls, model.get_decoder().layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+
+
+# InstructBLIP has its own generate(), which rebuilds the prompt from the pixels: no cache can be carried in.
+PREFILLS = {family: 2 if family == "instructblip" else 1 for family in VLM_FAMILIES}
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_image_rows_are_prefilled_once_where_the_cache_can_be_carried(family, monkeypatch):
+    model, proc = tiny_vlm(family)
+    img = test_image(5)
+    calls, handle = count_prefills(model)
+    try:
+        carried = generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=8)
+        assert sum(calls) == PREFILLS[family]
+        # the carried cache is the one a second prefill recomputes: same heads, same tokens
+        monkeypatch.setattr("headwise.vhr.core.can_carry_cache", lambda *a, **k: False)
+        calls.clear()
+        twice = generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=8)
+        assert sum(calls) == 2
+    finally:
+        handle.remove()
+    assert torch.equal(carried.heads, twice.heads)
+    assert torch.equal(carried.sequences, twice.sequences)
+
+
+def test_double_prefill_remains_for_beams_and_padded_image_rows():
+    model, proc = tiny_vlm("llava")
+    calls, handle = count_prefills(model)
+    try:
+        generate(model, proc, [test_image(0)], PROMPT, method="vhr", max_new_tokens=3, num_beams=2)
+        beams = sum(calls)
+        calls.clear()
+        generate(model, proc, [test_image(0), test_image(1)], [PROMPT, "what is in the picture ?"], method="vhr",
+                 max_new_tokens=3)
+        padded = sum(calls)
+        calls.clear()
+        generate(model, proc, [test_image(0), test_image(1)], PROMPT, method="vhr", max_new_tokens=3)
+        equal = sum(calls)
+    finally:
+        handle.remove()
+    assert (beams, padded, equal) == (2, 2, 1)
