@@ -100,13 +100,12 @@ def test_bad_ablation_values():
         generate(model, proc, [test_image(0)], PROMPT, method="greedy", positions="prompt")
 
 
-@pytest.mark.parametrize("command", [
-    ["vhr", "describe", "--model", "tiny", "--image", "x.png"],
-    ["eval", "chair", "--model", "tiny", "--images", ".", "--annotations", "."],
-    ["eval", "pope", "--model", "tiny", "--images", ".", "--questions", "q.jsonl"],
-    ["testbed", "evaluate", "--out", "never-written"],
+@pytest.mark.parametrize("command, option, value", [
+    (["vhr", "describe", "--model", "tiny", "--image", "x.png"], "--heads", "best"),
+    (["eval", "chair", "--model", "tiny", "--images", ".", "--annotations", "."], "--positions", "prompt"),
+    (["eval", "pope", "--model", "tiny", "--images", ".", "--questions", "q.jsonl"], "--heads", "all"),
+    (["testbed", "evaluate", "--out", "never-written"], "--positions", "image"),
 ])
-@pytest.mark.parametrize("option, value", [("--heads", "best"), ("--positions", "prompt")])
 def test_cli_bad_ablation_values_exit_2(command, option, value, tmp_path):
     import subprocess
     import sys
