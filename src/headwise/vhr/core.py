@@ -11,9 +11,10 @@ One prefill: the lockstep's key/value cache of the image rows is exactly the cac
 carried into `generate`, which then recomputes only the last prompt position. The image rows are
 prefilled twice (the lockstep, then again inside `generate`) only where the cache cannot be
 carried: models with their own `generate` (InstructBLIP, which rebuilds the prompt from the
-pixels), beam search or several return sequences (the cache would need the beam layout), and
-batches whose image rows are padded (the lockstep's positions would not be the ones `generate`
-gives them).
+pixels), and beam search or several return sequences (the cache would need the beam layout).
+When the image rows are padded (prompts of different lengths), the lockstep gets the positions
+`generate` would give them (counted from the attention mask); M-RoPE models (Qwen2-VL family)
+count them from the mask already, and a model whose forward takes no position ids is prefilled twice.
 
 Ablations (He et al. do not run them; they test what the choice and the placement contribute):
 `heads="random"` reinforces as many heads per layer and sample as VHD chose, drawn at random;
@@ -82,14 +83,14 @@ def resolve_layers(lay, layers) -> list[int]:
 @torch.no_grad()
 def lockstep(model, batch: dict, n: int, layers: list[int], alpha: float, measure: list[int] | None = None,
              outlier_rule: bool = True, reinforce_text: bool = True, heads: str = "vhd", positions: str = "all",
-             seed: int = 0, keep_cache: bool = False) -> Lockstep:
+             seed: int = 0, keep_cache: bool = False, forward_kwargs: dict | None = None) -> Lockstep:
     """Run the paired batch (n image rows, then n image-free rows) once, choosing and scaling heads layer by layer.
 
     Args:
         layers: layers to reinforce. measure: layers whose VHD is recorded (default: the reinforced ones).
         reinforce_text: scale the chosen heads in the image-free rows too (the paper's reading).
         heads, positions: the ablations (module docstring); seed: of the random draws, layer by layer, row by row.
-        keep_cache: return the forward's key/value cache.
+        keep_cache: return the forward's key/value cache. forward_kwargs: extra model inputs (position ids).
     """
     lay = layout(model)
     generator = torch.Generator().manual_seed(seed)
@@ -114,7 +115,7 @@ def lockstep(model, batch: dict, n: int, layers: list[int], alpha: float, measur
         return hook
 
     with out_proj_pre_hooks(lay, {layer: make(layer) for layer in sorted(reinforce | set(measure or ()))}):
-        out = model(**batch, use_cache=keep_cache)
+        out = model(**batch, **(forward_kwargs or {}), use_cache=keep_cache)
     cache = (getattr(out, "cache", None) or getattr(out, "past_key_values", None)) if keep_cache else None
     return Lockstep(vhd, chosen, cache)
 
@@ -150,17 +151,26 @@ def generate_greedy(model, processor, images, prompts, **generate_kwargs) -> Gen
     return Generation(texts, seqs)
 
 
-def can_carry_cache(model, paired: dict, n: int, generate_kwargs: dict) -> bool:
-    """Whether the lockstep's cache of the image rows can be handed to `generate` (module docstring)."""
+def carry_positions(model, paired: dict, n: int, generate_kwargs: dict) -> dict | None:
+    """None when the lockstep's cache of the image rows cannot be handed to `generate` (module docstring);
+    otherwise the extra inputs (position ids, or none) that make the lockstep's positions those of `generate`."""
+    import inspect
+
     from transformers import GenerationMixin
 
     if getattr(type(model), "generate", None) is not GenerationMixin.generate:
-        return False
+        return None
     if generate_kwargs.get("num_beams", 1) != 1 or generate_kwargs.get("num_return_sequences", 1) != 1:
-        return False
+        return None
     if generate_kwargs.get("use_cache", True) is False:
-        return False
-    return bool(paired["attention_mask"][:n].all())
+        return None
+    mask = paired["attention_mask"]
+    if bool(mask[:n].all()) or hasattr(getattr(model, "model", None), "rope_deltas"):
+        return {}  # unpadded image rows (positions 0.., as in generate), or M-RoPE: counted from the mask
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return None
+    # transformers' generate(): the mask's running count, 0 on padding
+    return {"position_ids": (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)}
 
 
 def _carried_inputs(model, paired: dict, n: int, cache) -> dict | None:
@@ -194,9 +204,9 @@ def generate_vhr(model, processor, images, prompts, alpha: float = 2.0, layers=N
     layers = resolve_layers(lay, layers)
     n = len(images)
     paired = to_device(encode(model, processor, images, prompts, text_only=True), model)
-    carry = can_carry_cache(model, paired, n, generate_kwargs)
+    carry = carry_positions(model, paired, n, generate_kwargs)
     found = lockstep(model, paired, n, layers, alpha, outlier_rule=outlier_rule, reinforce_text=reinforce_text,
-                     heads=heads, positions=positions, seed=seed, keep_cache=carry)
+                     heads=heads, positions=positions, seed=seed, keep_cache=carry is not None, forward_kwargs=carry)
     batch = _carried_inputs(model, paired, n, found.cache) if found.cache is not None else None
     found.cache = None
     if batch is None:
