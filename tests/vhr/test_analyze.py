@@ -34,10 +34,12 @@ def test_spearman_and_top_share():
 
 def test_bootstrap_interval_brackets_the_auroc():
     rng = np.random.default_rng(0)
-    units = [[{"t_vhd": float(rng.normal(1.0 if bad else 2.0)), "hallucinated": bad} for bad in (True, False, False)]
-             for _ in range(40)]
+    units = [[{"t_vhd": float(rng.normal(1.0 if bad else 2.0)), "hallucinated": bad, "token": t}
+              for t, bad in enumerate((False, False, True))] for _ in range(40)]
     r = level_auroc(units, reps=300, seed=0)
-    assert r["ci95"][0] < r["auroc"] < r["ci95"][1] and r["auroc"] > 0.7
+    assert r["ci95"][0] < r["auroc"] < r["ci95"][1] and r["auroc"] > 0.6  # 1 sd apart: 0.76 expected
+    assert r["position_auroc"] == 1.0  # the hallucinated mention always comes last: position alone separates them
+    assert r["t_vhd_vs_position_spearman"] > 0  # later units score lower here
     assert (r["n_correct"], r["n_hallucinated"], r["bootstrap_resamples"]) == (80, 40, 300)
     assert level_auroc([[{"t_vhd": 1.0, "hallucinated": False}]], reps=10, seed=0)["auroc"] is None
 

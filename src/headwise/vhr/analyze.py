@@ -14,7 +14,9 @@ Pooling rules (the paper leaves them open):
 Results: the AUROC of correct vs hallucinated (P(correct > hallucinated), ties half) for mentions
 and for sentences, each with a bootstrap 95% interval over images; counts and means; the share of
 the first step's total VHD held by the top 5% of heads; and the rank correlation of each image's
-first-step VHD map with a gray image's map and with the next sampled image's map.
+first-step VHD map with a gray image's map and with the next sampled image's map. As a control,
+`position_auroc` scores each unit by its place in the caption alone (earlier = higher): captions
+list the objects they are surest of first, so T-VHD's AUROC means little unless it beats that.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def describe_image(model, processor, path: Path, truth: set[str], synonyms, cfg:
     for a, b in sentences(text):
         tokens = [i for i, s in enumerate(starts) if a <= s < b]
         if tokens:
-            spans.append({"text": text[a:b].strip(), "t_vhd": float(np.mean([tv["t_vhd"][i] for i in tokens])),
+            spans.append({"text": text[a:b].strip(), "token": tokens[0],
+                          "t_vhd": float(np.mean([tv["t_vhd"][i] for i in tokens])),
                           "hallucinated": any(a <= m["start"] < b and m["hallucinated"] for m in mentions)})
     if image.size not in gray_maps:
         gray_maps[image.size] = head_divergence(model, processor, _gray(image.size), cfg.prompt)
@@ -134,19 +137,25 @@ def _interval(values: list[float]) -> list[float] | None:
 
 def level_auroc(units: list[list[dict]], reps: int, seed: int) -> dict:
     """AUROC of correct over hallucinated units (mentions or sentences), grouped by image, with a bootstrap
-    95% interval from `reps` resamples of the images (resamples without both kinds are skipped)."""
+    95% interval from `reps` resamples of the images (resamples without both kinds are skipped); the same
+    for the position control (score: minus the unit's first token index), and T-VHD's rank correlation with
+    minus that index (positive: earlier units score higher)."""
     scores = np.array([u["t_vhd"] for group in units for u in group], dtype=float)
+    place = np.array([-u.get("token", 0) for group in units for u in group], dtype=float)
     bad = np.array([u["hallucinated"] for group in units for u in group], dtype=bool)
     owner = np.array([i for i, group in enumerate(units) for _ in group], dtype=int)
-    value = auroc(scores[~bad], scores[bad])
+    value, control = auroc(scores[~bad], scores[bad]), auroc(place[~bad], place[bad])
     rng = np.random.default_rng(seed)
-    boot = []
+    boot, boot_control = [], []
     for _ in range(reps if value is not None else 0):
         counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))[owner]
         v = auroc(scores[~bad], scores[bad], counts[~bad], counts[bad])
         if v is not None:
             boot.append(v)
+            boot_control.append(auroc(place[~bad], place[bad], counts[~bad], counts[bad]))
     return {"auroc": value, "ci95": _interval(boot), "bootstrap_resamples": len(boot),
+            "position_auroc": control, "position_ci95": _interval(boot_control),
+            "t_vhd_vs_position_spearman": spearman(scores, place) if len(scores) > 1 else None,
             "n_correct": int((~bad).sum()), "n_hallucinated": int(bad.sum()),
             "mean_t_vhd_correct": float(scores[~bad].mean()) if (~bad).any() else None,
             "mean_t_vhd_hallucinated": float(scores[bad].mean()) if bad.any() else None}
@@ -249,8 +258,8 @@ def summary_text(result: dict) -> str:
         if r["auroc"] is None:
             return f"{name}: {r['n_correct']} correct, {r['n_hallucinated']} hallucinated; AUROC needs both"
         ci = "" if r["ci95"] is None else f" (95% CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})"
-        return (f"{name}: AUROC {r['auroc']:.3f}{ci}; {r['n_correct']} correct (mean T-VHD "
-                f"{r['mean_t_vhd_correct']:.3f}), {r['n_hallucinated']} hallucinated (mean "
+        return (f"{name}: AUROC {r['auroc']:.3f}{ci}, position alone {r['position_auroc']:.3f}; {r['n_correct']} "
+                f"correct (mean T-VHD {r['mean_t_vhd_correct']:.3f}), {r['n_hallucinated']} hallucinated (mean "
                 f"{r['mean_t_vhd_hallucinated']:.3f})")
 
     rc = result["rank_correlation"]
