@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headwise.errors import HeadwiseError
 from headwise.eval import chair as chair_mod
@@ -39,7 +38,6 @@ from headwise.heads import layout
 from headwise.runs import Run, atomic_write
 from headwise.vhr.analysis import token_vhd
 from headwise.vhr.core import generate_greedy, head_divergence
-from headwise.vhr.heads import token_score
 from headwise.vhr.inputs import load_image
 
 _SENTENCE_END = re.compile(r"[.!?]")
