@@ -47,7 +47,7 @@ def describe(model: str = MODEL, image: Path = typer.Option(..., help="Image fil
     if out.heads is not None:
         chosen = {layer: out.heads[0, layer].nonzero().flatten().tolist()
                   for layer in range(layout(m).num_layers) if out.heads[0, layer].any()}
-        result |= {"alpha": alpha, "heads": chosen}
+        result |= {"alpha": alpha, "heads": chosen, "head_choice": heads, "positions": positions}
         lines.append(f"reinforced heads (x{alpha}): " + "; ".join(f"L{l}: {h}" for l, h in chosen.items()))
     emit(result, as_json, "\n".join(lines))
 
