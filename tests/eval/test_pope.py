@@ -67,7 +67,7 @@ def test_score_matches_by_question_id_in_any_order_with_splits(tmp_path):
         {"question_id": 3, "text": "No, there isn't."}]))
     r = score(qs, ans)
     assert (r["tp"], r["fp"], r["tn"], r["fn"], r["n"], r["unanswered"]) == (1, 1, 0, 1, 3, 1)
-    assert r["splits"]["random"] == metrics(["yes"], ["yes"])
+    assert r["splits"]["random"] == metrics(["yes"], ["yes"]) | {"unparsed": 0.0}
     assert r["splits"]["adversarial"]["accuracy"] == 0.0 and r["splits"]["adversarial"]["n"] == 2
 
 
@@ -172,3 +172,27 @@ def test_cli_pope_refuses_partial_answers_unless_allowed(tmp_path):
     assert "warning: 3 of 5 questions have no answer" in res.stderr
     out = json.loads(res.stdout)
     assert out["n"] == 2 and out["unanswered"] == 3 and out["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("answer, unparsed", [
+    ("A.\nA.\nA.", True), ("There is a dog.", True), ("", True), ("Yes", False), ("No.", False),
+    ("There isn't one.", False), ("Not really", False), ("A. Yes.", True),  # only the first sentence is read
+])
+def test_unparsed_answers_count_as_yes_and_are_reported(tmp_path, answer, unparsed):
+    from headwise.eval.pope import is_unparsed
+
+    assert is_unparsed(answer) is unparsed
+    if unparsed:
+        assert parse_answer(answer) == "yes"  # LLaVA's pinned parser is kept
+
+
+def test_score_and_cli_report_the_unparsed_share(tmp_path):
+    qs = write_jsonl(tmp_path / "q.jsonl", [question(i, "yes" if i % 2 else "no", "random" if i < 3 else "popular")
+                                            for i in range(1, 5)])
+    ans = write_jsonl(tmp_path / "a.jsonl", [{"question_id": 1, "answer": "A.\nA."}, {"question_id": 2, "answer": "No"},
+                                             {"question_id": 3, "answer": "Yes"}, {"question_id": 4, "answer": "B"}])
+    r = score_pope_files(ans, qs)
+    assert r["unparsed"] == 0.5 and r["splits"]["random"]["unparsed"] == 0.5 and r["splits"]["popular"]["unparsed"] == 0.5
+    assert (r["tp"], r["fp"]) == (2, 1)  # the unparsed answers were scored as yes
+    out = CliRunner().invoke(app, ["pope", "--answers", str(ans), "--questions", str(qs)])
+    assert out.exit_code == 0 and "unparsed 50.0%" in out.output

@@ -55,7 +55,8 @@ def test_table_over_seeds_and_methods_resumes(tmp_path, monkeypatch):
         assert [p["n"] for p in popes] == [len((tmp_path / f"scenes-seed{s}" / "pope_random.jsonl").read_text()
                                                 .splitlines()) for s in cfg.seeds]
     table = (tmp_path / "table.md").read_text().splitlines()
-    assert table[0].startswith("| method | CHAIR_S | CHAIR_I | recall | words | POPE random F1 | POPE random acc.")
+    assert table[0].startswith("| method | CHAIR_S | CHAIR_I | recall | words | POPE random F1 | POPE random acc. "
+                               "| POPE unparsed |")
     assert table[2].startswith("| greedy |") and all(line.count("|") == table[0].count("|") for line in table)
     chair_i = result["table"]["greedy"]["chair_i"]
     assert f"| {100 * chair_i['mean']:.1f} ± {100 * chair_i['std']:.1f} |" in table[2]

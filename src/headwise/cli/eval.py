@@ -18,20 +18,21 @@ IMAGES = typer.Option(None, help="With --model: folder of the images (COCO file 
 METHOD = typer.Option("vhr", help="With --model: decoding method, vhr, greedy, vcd or pai.")
 ALPHA = typer.Option(2.0, help="With --model and --method vhr: scale of the chosen heads (> 0).")
 LAYERS = typer.Option(None, help="With --model and --method vhr: reinforced layers, e.g. 1,17-29.")
-SEED = typer.Option(0, help="With --model: seed of the image sample and of sampling.")
+HEADS = typer.Option("vhd", help="With --model and --method vhr: which heads to reinforce: vhd (the paper's "
+                                  "choice), random (as many per layer and image, drawn with --seed) or complement "
+                                  "(as many, drawn from those VHD did not choose).")
+POSITIONS = typer.Option("all", help="With --model and --method vhr: where to scale the heads: all (the paper) or "
+                                     "generated (only the positions that predict output tokens).")
+SEED = typer.Option(0, help="With --model: seed of the image sample, of sampling and of --heads random draws.")
 BATCH = typer.Option(1, help="With --model: images per batch.")
 
 
-def _decode_config(method, alpha, layers, prompt, max_new_tokens, batch_size, seed):
-    from headwise.eval.vlm import DecodeConfig
-    from headwise.vhr import METHODS
-    from headwise.vhr.core import check_alpha
+def _decode_config(method, alpha, layers, heads, positions, prompt, max_new_tokens, batch_size, seed):
+    from headwise.vhr.decode import decode_config
 
-    if method not in METHODS:
-        raise HeadwiseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    check_alpha(alpha)
-    return DecodeConfig(method=method, alpha=alpha, layers=int_list(layers, "--layers"), prompt=prompt,
-                        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    return decode_config(method=method, alpha=alpha, layers=int_list(layers, "--layers"), heads=heads,
+                         positions=positions, prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         seed=seed)
 
 
 @app.command()
@@ -55,6 +56,8 @@ def chair(
     method: str = METHOD,
     alpha: float = ALPHA,
     layers: str = LAYERS,
+    heads: str = HEADS,
+    positions: str = POSITIONS,
     prompt: str = typer.Option("Please describe this image in detail.", help="With --model: the instruction."),
     max_new_tokens: int = typer.Option(64, help="With --model: caption length cap in tokens."),
     batch_size: int = BATCH,
@@ -68,14 +71,15 @@ def chair(
 
     if model is not None:
         from headwise.eval.vlm import run_chair
+        from headwise.vhr.decode import decoder
 
         if images is None:
             raise HeadwiseError("--images is required with --model: the folder holding the COCO images.")
-        decode = _decode_config(method, alpha, layers, prompt, max_new_tokens, batch_size, seed)
+        decode = _decode_config(method, alpha, layers, heads, positions, prompt, max_new_tokens, batch_size, seed)
         config = {"model": model, "images": images, "annotations": annotations, "n": n, "image_ids": image_ids,
                   "synonyms": synonyms, "drop_incomplete": drop_incomplete, "dtype": dtype, "decode": decode.__dict__}
         summary = _with_model("eval chair", out, config, (model, dtype, device, trust_remote_code), lambda m, proc, run:
-                              run_chair(m, proc, images, annotations, n, decode, run, synonyms=synonyms,
+                              run_chair(decoder(m, proc, decode), images, annotations, n, run, synonyms=synonyms,
                                         drop_incomplete=drop_incomplete, image_ids=image_ids))
         if summary is not None:
             emit(summary, as_json, chair_summary(summary))
@@ -106,6 +110,8 @@ def pope(
     method: str = METHOD,
     alpha: float = ALPHA,
     layers: str = LAYERS,
+    heads: str = HEADS,
+    positions: str = POSITIONS,
     max_new_tokens: int = typer.Option(8, help="With --model: answer length cap in tokens."),
     batch_size: int = BATCH,
     dtype: str = DTYPE,
@@ -119,13 +125,14 @@ def pope(
 
     if model is not None:
         from headwise.eval.vlm import run_pope
+        from headwise.vhr.decode import decoder
 
         if images is None:
             raise HeadwiseError("--images is required with --model: the folder holding the questions' images.")
-        decode = _decode_config(method, alpha, layers, "", max_new_tokens, batch_size, seed)
+        decode = _decode_config(method, alpha, layers, heads, positions, "", max_new_tokens, batch_size, seed)
         config = {"model": model, "images": images, "questions": questions, "dtype": dtype, "decode": decode.__dict__}
         summary = _with_model("eval pope", out, config, (model, dtype, device, trust_remote_code),
-                              lambda m, proc, run: run_pope(m, proc, questions, images, decode, run))
+                              lambda m, proc, run: run_pope(decoder(m, proc, decode), questions, images, run))
         if summary is not None:
             emit(summary, as_json, pope_summary(summary))
         return
@@ -183,11 +190,13 @@ def pope_summary(result: dict) -> str:
     def line(name: str, m: dict) -> str:
         return (f"{name:12s} accuracy {100 * m['accuracy']:5.1f}  precision {100 * m['precision']:5.1f}  "
                 f"recall {100 * m['recall']:5.1f}  F1 {100 * m['f1']:5.1f}  yes {100 * m['yes_ratio']:5.1f}%  "
-                f"n={m['n']}")
+                f"unparsed {100 * m['unparsed']:4.1f}%  n={m['n']}")
 
     lines = [line("all", result)] + [line(name, m) for name, m in result.get("splits", {}).items()]
     if result["unanswered"]:
         lines.append(f"{result['unanswered']} questions have no answer and are not scored.")
+    if result["unparsed"]:
+        lines.append("unparsed: answers that say neither yes nor no; the pinned parser counts them as yes.")
     if "run_dir" in result:
         lines.append(f"results: {result['run_dir']}/results.json")
     return "\n".join(lines)

@@ -58,6 +58,11 @@ def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, me
              splits: str = typer.Option("random,popular,adversarial", help="POPE splits."),
              alpha: float = typer.Option(2.0, help="VHR scale (> 0)."),
              layers: str = typer.Option(None, help="VHR layers, e.g. 1,17-29; default 1 plus the last 14/32."),
+             heads: str = typer.Option("vhd", help="VHR heads: vhd (the paper's choice), random (as many per layer "
+                                                   "and image, drawn with the scene seed) or complement (as many, "
+                                                   "drawn from those VHD did not choose)."),
+             positions: str = typer.Option("all", help="Where VHR scales: all (the paper) or generated (only the "
+                                                       "positions that predict output tokens)."),
              max_new_tokens: int = typer.Option(64, help="Caption length cap."),
              batch_size: int = typer.Option(6, help="Images per generate() call, for captions and answers alike."),
              as_json: bool = JSON) -> None:
@@ -67,7 +72,7 @@ def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, me
     from headwise.testbed.dataset import POPE_SPLITS
     from headwise.testbed.evaluate import TableConfig, evaluate as do_evaluate
     from headwise.vhr import METHODS
-    from headwise.vhr.core import check_alpha
+    from headwise.vhr.core import HEAD_CHOICES, POSITIONS, check_alpha, check_choice
 
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     split_list = [s.strip() for s in splits.split(",") if s.strip()]
@@ -78,10 +83,12 @@ def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, me
         if s not in POPE_SPLITS:
             raise HeadwiseError(f"unknown POPE split {s!r}; choose from {', '.join(POPE_SPLITS)}.")
     check_alpha(alpha)
+    check_choice(heads, HEAD_CHOICES, "--heads")
+    check_choice(positions, POSITIONS, "--positions")
     if batch_size < 1 or n < 1 or max_new_tokens < 1:
         raise HeadwiseError("--n, --batch-size and --max-new-tokens must be at least 1.")
     cfg = TableConfig(model=model, n=n, seeds=int_list(seeds, "--seeds") or [0], methods=method_list,
                       splits=split_list, max_new_tokens=max_new_tokens, alpha=alpha, layers=int_list(layers, "--layers"),
-                      batch_size=batch_size)
+                      batch_size=batch_size, heads=heads, positions=positions)
     result = do_evaluate(out, cfg)
     emit(result["table"], as_json, result["markdown"])

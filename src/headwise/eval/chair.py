@@ -69,8 +69,14 @@ def singularize(word: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Lowercase runs of letters, possessive "'s" removed ("the man's hat" -> the, man, hat)."""
-    text = re.sub(r"['\u2019]s\b", "", text.lower())
-    return re.findall(r"[a-z]+", text)
+    return [word for word, _ in _words_at(text)]
+
+
+def _words_at(text: str) -> list[tuple[str, int]]:
+    """`tokenize`'s words with the index in `text` where each starts."""
+    # blank the possessive out (same length), so indices still point into the original text
+    text = re.sub(r"['\u2019]s\b", "  ", text.lower())
+    return [(m.group(), m.start()) for m in re.finditer(r"[a-z]+", text)]
 
 
 def _key(phrase: str) -> str:
@@ -182,21 +188,30 @@ def extract_objects(text: str, synonyms: Synonyms) -> list[tuple[str, str]]:
     Returns:
         (surface words as written, lowercased; category) per mention, e.g. ("teddy bears", "teddy bear").
     """
-    raw = tokenize(text)
+    return [(surface, category) for surface, category, _ in find_mentions(text, synonyms)]
+
+
+def find_mentions(text: str, synonyms: Synonyms) -> list[tuple[str, str, int]]:
+    """`extract_objects` with where each mention starts: (surface, category, index of its first letter in text).
+
+    A qualified mention ("baby elephant") starts at its qualifier, as CHAIR reads the two words as one.
+    """
+    words = _words_at(text)
+    raw = [w for w, _ in words]
     norm = [singularize(t) for t in raw]
-    units: list[tuple[str, str, str | None]] = []  # (surface, normalised key, category or None)
+    units: list[tuple[str, str, str | None, int]] = []  # (surface, normalised key, category or None, start)
     i, longest = 0, synonyms.longest
     while i < len(norm):
         for n in range(min(longest, len(norm) - i), 0, -1):
             key = " ".join(norm[i:i + n])
             if key in synonyms.forms or n == 1:
-                units.append((" ".join(raw[i:i + n]), key, synonyms.forms.get(key)))
+                units.append((" ".join(raw[i:i + n]), key, synonyms.forms.get(key), words[i][1]))
                 i += n
                 break
     units = _apply_qualifiers(units, synonyms)
     present = {u[2] for u in units if u[2]}
     dropped = {word for word, cats in synonyms.drops if cats & present}
-    return [(surface, cat) for surface, key, cat in units if cat and key not in dropped]
+    return [(surface, cat, start) for surface, key, cat, start in units if cat and key not in dropped]
 
 
 def _apply_qualifiers(units: list[tuple], synonyms: Synonyms) -> list[tuple]:
@@ -204,7 +219,7 @@ def _apply_qualifiers(units: list[tuple], synonyms: Synonyms) -> list[tuple]:
     for unit in units:
         prev = out[-1] if out else None
         if prev and unit[2] and any(prev[1] in words and unit[2] in before for words, before in synonyms.qualifiers):
-            out[-1] = (f"{prev[0]} {unit[0]}", unit[1], unit[2])  # the qualifier joins the noun's mention
+            out[-1] = (f"{prev[0]} {unit[0]}", unit[1], unit[2], prev[3])  # the qualifier joins the noun's mention
         else:
             out.append(unit)
     return out

@@ -4,6 +4,9 @@ Answer parser, pinned (answer parsing moves F1 by tenths of a point between code
 LLaVA's `eval_pope.py` rule, widened as in the OPERA/PAI copy. Keep the text before the first ".", drop
 commas, split on whitespace; the answer is "no" when any token, lowercased and stripped of surrounding
 punctuation, is "no" or "not" or ends in "n't"; otherwise it is "yes" (an empty answer too).
+An answer whose first sentence holds none of these words and no "yes" either ("A.", "There is a dog")
+still counts as "yes", as in LLaVA's code, but it is also reported: "unparsed" is the share of such
+answers, overall and per split, so a method that stops answering the question is visible.
 
 Matching answers to questions: by "question_id" when every answer carries one (every question must then
 carry one too, and each answer's id must name a question); otherwise answer i goes with question i. Questions
@@ -23,14 +26,23 @@ from headwise.eval.records import read_records
 _PUNCT = "\"'!?;:()[]{}*`\u201c\u201d\u2018\u2019"  # curly quotes too: models emit them
 
 
+def _first_sentence_words(text: str) -> list[str]:
+    first = text.split(".")[0].replace(",", "")
+    return [token.strip(_PUNCT).lower().replace("\u2019", "'") for token in first.split()]
+
+
+def _negative(word: str) -> bool:
+    return word in ("no", "not") or word.endswith("n't")
+
+
 def parse_answer(text: str) -> str:
     """Map a free-text answer to "yes" or "no" with the pinned parser (see the module docstring)."""
-    first = text.split(".")[0].replace(",", "")
-    for token in first.split():
-        token = token.strip(_PUNCT).lower().replace("\u2019", "'")
-        if token in ("no", "not") or token.endswith("n't"):
-            return "no"
-    return "yes"
+    return "no" if any(_negative(w) for w in _first_sentence_words(text)) else "yes"
+
+
+def is_unparsed(text: str) -> bool:
+    """True when the answer's first sentence says neither yes nor no (the parser then counts it as yes)."""
+    return not any(w == "yes" or _negative(w) for w in _first_sentence_words(text))
 
 
 def load_questions(path: str | Path) -> list[dict]:
@@ -131,18 +143,24 @@ def metrics(labels: list[str], predictions: list[str]) -> dict:
 
 
 def score(questions: list[dict], answers: list[dict], answers_name: str = "answers") -> dict:
-    """POPE metrics over matched question/answer pairs (see `metrics`), plus "splits" and "unanswered"."""
+    """POPE metrics over matched question/answer pairs (see `metrics`), plus "unparsed" (the share of answers
+    that say neither yes nor no), "splits" and "unanswered"."""
     pairs = match(questions, answers, answers_name)
     labels = [q["label"] for q, _ in pairs]
     preds = [parse_answer(a["answer"]) for _, a in pairs]
-    result = metrics(labels, preds) | {"unanswered": len(questions) - len(pairs)}
+    odd = [is_unparsed(a["answer"]) for _, a in pairs]
+
+    def measure(idx: list[int]) -> dict:
+        share = sum(odd[i] for i in idx) / len(idx) if idx else 0.0
+        return metrics([labels[i] for i in idx], [preds[i] for i in idx]) | {"unparsed": share}
+
+    result = measure(list(range(len(pairs)))) | {"unanswered": len(questions) - len(pairs)}
     groups: dict[str, list[int]] = {}
     for i, (q, _) in enumerate(pairs):
         if q["split"] is not None:
             groups.setdefault(q["split"], []).append(i)
     if groups:
-        result["splits"] = {name: metrics([labels[i] for i in idx], [preds[i] for i in idx])
-                            for name, idx in sorted(groups.items())}
+        result["splits"] = {name: measure(idx) for name, idx in sorted(groups.items())}
     return result
 
 

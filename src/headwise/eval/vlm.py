@@ -1,10 +1,15 @@
-"""CHAIR and POPE with a model in the loop: sample images, decode with a method, score, all in a run directory."""
+"""CHAIR and POPE with a model in the loop: sample images, let a decoder describe them, score, all in a run directory.
+
+eval scores and imports no method: the caller hands the runners a `Decoder`, whose `describe`
+turns image files and prompts into texts (headwise.vhr.decode builds one for greedy, VHR, VCD, PAI).
+"""
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwise.errors import HeadwiseError
@@ -15,17 +20,23 @@ from headwise.runs import Run
 
 
 @dataclass
-class DecodeConfig:
-    """How captions or answers are decoded (the same for every image of a run)."""
+class Decoder:
+    """What a model-in-the-loop run needs from whoever decodes.
 
-    method: str = "vhr"
-    alpha: float = 2.0
-    layers: list[int] | None = None
+    Args:
+        describe: (image files, prompts) -> one text per image.
+        settings: recorded as "decode" in results.json.
+        prompt: the instruction given with every CHAIR image (POPE uses each question's text).
+        seed: of the image sample and of transformers' RNGs. batch_size: images per describe() call.
+        label: names the run in progress bars.
+    """
+
+    describe: Callable[[list[Path], list[str]], list[str]]
+    settings: dict = field(default_factory=dict)
     prompt: str = "Please describe this image in detail."
-    max_new_tokens: int = 64
-    batch_size: int = 1
     seed: int = 0
-    extra: dict = field(default_factory=dict)  # method options, e.g. cd_alpha, pai_gamma
+    batch_size: int = 1
+    label: str = "model"
 
 
 def sample_images(images: Path, annotations, n: int, seed: int) -> list[dict]:
@@ -38,17 +49,12 @@ def sample_images(images: Path, annotations, n: int, seed: int) -> list[dict]:
     return [{"image_id": image_id, "file": name} for image_id, name in present[:n]]
 
 
-def _describe(model, processor, decode: DecodeConfig, prompts_of, images_dir: Path):
-    from headwise.vhr import generate
-    from headwise.vhr.inputs import load_image
-
+def _describe(decoder: Decoder, prompts_of, images_dir: Path):
     def work(batch: list[dict]) -> list[dict]:
-        imgs = [load_image(images_dir / item["file"]) for item in batch]
         start = time.perf_counter()
-        out = generate(model, processor, imgs, prompts_of(batch), method=decode.method, alpha=decode.alpha,
-                       layers=decode.layers, max_new_tokens=decode.max_new_tokens, **decode.extra)
+        texts = decoder.describe([images_dir / item["file"] for item in batch], prompts_of(batch))
         seconds = (time.perf_counter() - start) / len(batch)
-        return [{"text": text, "seconds": seconds} for text in out.texts]
+        return [{"text": text, "seconds": seconds} for text in texts]
     return work
 
 
@@ -57,14 +63,14 @@ def _timing(rows: list[dict]) -> float | None:
     return sum(times) / len(times) if times else None
 
 
-def run_chair(model, processor, images: Path, annotations: Path, n: int, decode: DecodeConfig, run: Run,
+def run_chair(decoder: Decoder, images: Path, annotations: Path, n: int, run: Run,
               synonyms: Path | None = None, drop_incomplete: bool = False, image_ids: Path | None = None) -> dict | None:
     """Caption n sampled images and score CHAIR. Returns the results on the main process."""
     import json
 
     from transformers import set_seed
 
-    set_seed(decode.seed)
+    set_seed(decoder.seed)
     ann = chair_mod.load_annotations(annotations)
     vocab = chair_mod.load_synonyms(synonyms)
     saved = run.read_json("image_ids.json")
@@ -73,12 +79,12 @@ def run_chair(model, processor, images: Path, annotations: Path, n: int, decode:
     elif saved is not None:
         items = saved
     else:
-        items = sample_images(Path(images), ann, n, decode.seed)
+        items = sample_images(Path(images), ann, n, decoder.seed)
     if process_state().is_main_process:
         run.write_json("image_ids.json", items)
     rows = run_items(run, "captions", items, "image_id",
-                     _describe(model, processor, decode, lambda b: [decode.prompt] * len(b), Path(images)),
-                     batch_size=decode.batch_size, desc=f"captioning ({decode.method})")
+                     _describe(decoder, lambda b: [decoder.prompt] * len(b), Path(images)),
+                     batch_size=decoder.batch_size, desc=f"captioning ({decoder.label})")
     if rows is None:
         return None
     ok = [{"image_id": r["image_id"], "caption": r["text"]} for r in rows if "text" in r]
@@ -87,22 +93,22 @@ def run_chair(model, processor, images: Path, annotations: Path, n: int, decode:
         raise HeadwiseError(f"every image failed; the first error: {failures[0]['error']}")
     metrics = chair_mod.score(ok, ann, vocab, drop_incomplete=drop_incomplete)
     run.write_json("chair_details.json", metrics.pop("captions"))
-    result = {"task": "chair", "decode": asdict(decode), "metrics": metrics,
+    result = {"task": "chair", "decode": decoder.settings, "metrics": metrics,
               "seconds_per_sample": _timing(rows), "failures": failures, "n_images": len(items)}
     run.finish(result)
     return result
 
 
-def run_pope(model, processor, questions: Path, images: Path, decode: DecodeConfig, run: Run) -> dict | None:
+def run_pope(decoder: Decoder, questions: Path, images: Path, run: Run) -> dict | None:
     """Answer POPE questions about the images and score them. Returns the results on the main process."""
     from transformers import set_seed
 
-    set_seed(decode.seed)
+    set_seed(decoder.seed)
     qs = pope_mod.load_questions(questions)
     items = [{"key": q["question_id"] or f"line{q['line']}", "file": q["image"], "text": q["text"]} for q in qs]
     rows = run_items(run, "answers", items, "key",
-                     _describe(model, processor, decode, lambda b: [item["text"] for item in b], Path(images)),
-                     batch_size=decode.batch_size, desc=f"answering ({decode.method})")
+                     _describe(decoder, lambda b: [item["text"] for item in b], Path(images)),
+                     batch_size=decoder.batch_size, desc=f"answering ({decoder.label})")
     if rows is None:
         return None
     by_key = {r["key"]: r for r in rows}
@@ -112,7 +118,7 @@ def run_pope(model, processor, questions: Path, images: Path, decode: DecodeConf
         raise HeadwiseError(f"every question failed; the first error: {failures[0]['error']}")
     metrics = pope_mod.score([q for q, _ in answered], [{"question_id": q["question_id"], "answer": r["text"],
                                                           "line": q["line"]} for q, r in answered])
-    result = {"task": "pope", "decode": asdict(decode), "metrics": metrics, "seconds_per_sample": _timing(rows),
+    result = {"task": "pope", "decode": decoder.settings, "metrics": metrics, "seconds_per_sample": _timing(rows),
               "failures": failures}
     run.finish(result)
     return result

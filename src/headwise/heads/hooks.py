@@ -111,12 +111,14 @@ def normalize_factors(lay: HeadLayout, factors: FactorSpec) -> dict[int, torch.T
     return {layer: f.detach().float() for layer, f in out.items() if not bool((f == 1).all())}
 
 
-def scale_rows(x: torch.Tensor, factors: torch.Tensor, num_heads: int) -> torch.Tensor:
+def scale_rows(x: torch.Tensor, factors: torch.Tensor, num_heads: int, last_only: bool = False) -> torch.Tensor:
     """Scale the heads of an out-projection input x [batch, positions, heads * head_dim].
 
-    factors: [heads] for every row, or [batch, heads] per row. Out of place, so other hooks and
-    autograd keep the original.
+    factors: [heads] for every row, or [batch, heads] per row. last_only: scale the last position
+    only. Out of place, so other hooks and autograd keep the original.
     """
+    if last_only:
+        return torch.cat([x[:, :-1], scale_rows(x[:, -1:], factors, num_heads)], dim=1)
     g = factors.to(device=x.device, dtype=x.dtype)
     g = g.view(1, 1, num_heads, 1) if g.dim() == 1 else g.view(g.shape[0], 1, num_heads, 1)
     return (split_heads(x, num_heads) * g).reshape(x.shape)
@@ -132,13 +134,15 @@ def _expand_batch(f: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 @contextmanager
-def scale_heads(model, factors: FactorSpec) -> Iterator[None]:
+def scale_heads(model, factors: FactorSpec, last_only: bool = False) -> Iterator[None]:
     """Multiply each head's output by a factor before the out-projection; 0 ablates the head.
 
     Args:
         model: any supported model.
         factors: `{layer: {head: factor}}`, a tensor [layers, heads], or a tensor [batch, layers, heads]
             for a different intervention per sample (repeated to match beams or return sequences).
+        last_only: scale only the last position of each forward: in `generate()` the positions that
+            predict output tokens (the last prompt position, then each new one).
 
     The out-projection's bias, shared by all heads, is left as it is. Equivalent to scaling the
     matching input columns of the out-projection weight.
@@ -153,7 +157,7 @@ def scale_heads(model, factors: FactorSpec) -> Iterator[None]:
             key = (layer, x.shape[0], x.device, x.dtype)
             if key not in cache:
                 cache[key] = (_expand_batch(f, x.shape[0]) if f.dim() == 2 else f).to(device=x.device, dtype=x.dtype)
-            return (scale_rows(x, cache[key], lay.num_heads), *args[1:])
+            return (scale_rows(x, cache[key], lay.num_heads, last_only), *args[1:])
         return hook
 
     with out_proj_pre_hooks(lay, {layer: make_hook(layer, f) for layer, f in per_layer.items()}):

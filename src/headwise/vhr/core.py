@@ -4,9 +4,22 @@ The lockstep runs the image rows and their image-free twins as one left-padded b
 reinforced layer (in order, inside one forward) a pre-hook on the out-projection compares the two
 rows' head outputs at the last position, applies Eq. 6 and 7, and scales the chosen heads by
 alpha in both rows before the out-projection, so deeper layers are measured on reinforced states.
-The heads are then fixed and `model.generate` decodes the image rows with them scaled at every
-position. Cost: one extra batched prefill (image rows + their shorter text rows) per call; the
-decode steps cost one elementwise multiply per reinforced layer.
+The heads are then fixed and `model.generate` decodes the image rows with them scaled.
+
+One prefill: the lockstep's key/value cache of the image rows is exactly the cache that
+`generate` would build for them (the heads were fixed layer by layer in the same pass), so it is
+carried into `generate`, which then recomputes only the last prompt position. The image rows are
+prefilled twice (the lockstep, then again inside `generate`) only where the cache cannot be
+carried: models with their own `generate` (InstructBLIP, which rebuilds the prompt from the
+pixels), and beam search or several return sequences (the cache would need the beam layout).
+When the image rows are padded (prompts of different lengths), the lockstep gets the positions
+`generate` would give them (counted from the attention mask); M-RoPE models (Qwen2-VL family)
+count them from the mask already, and a model whose forward takes no position ids is prefilled twice.
+
+Ablations (He et al. do not run them; they test what the choice and the placement contribute):
+`heads="random"` reinforces as many heads per layer and sample as VHD chose, drawn at random;
+`heads="complement"` as many, drawn from those VHD did not choose; `positions="generated"` scales
+only the positions that predict output tokens (the last prompt position and each decoded one).
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import torch
 from headwise.errors import HeadwiseError
 from headwise.heads import layout, out_proj_pre_hooks, scale_heads, scale_rows, split_heads
 from headwise.vhr.heads import default_layers, divergence, select_heads
-from headwise.vhr.inputs import encode, to_device
+from headwise.vhr.inputs import TOKEN_KEYS, encode, to_device
 
 
 @dataclass
@@ -27,6 +40,34 @@ class Lockstep:
 
     vhd: torch.Tensor  # [n, layers, heads] float32; zero for layers that were not measured
     chosen: torch.Tensor  # [n, layers, heads] bool
+    cache: object | None = None  # the forward's key/value cache (all 2n rows), when asked for
+
+
+HEAD_CHOICES = ("vhd", "random", "complement")
+POSITIONS = ("all", "generated")
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise HeadwiseError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}.")
+    return value
+
+
+def draw_heads(pick: torch.Tensor, heads: str, generator: torch.Generator) -> torch.Tensor:
+    """The heads to reinforce, [batch, heads] bool, given VHD's choice `pick` in one layer.
+
+    vhd: `pick` itself. random: as many heads per row as `pick` holds, drawn from all heads.
+    complement: as many, drawn from the heads `pick` leaves out (all of them if there are fewer).
+    """
+    if heads == "vhd":
+        return pick
+    pick = pick.cpu()
+    out = torch.zeros_like(pick)
+    for row in range(pick.shape[0]):
+        pool = torch.arange(pick.shape[1]) if heads == "random" else (~pick[row]).nonzero().flatten()
+        take = pool[torch.randperm(len(pool), generator=generator)[: int(pick[row].sum())]]
+        out[row, take] = True
+    return out
 
 
 def check_alpha(alpha: float) -> float:
@@ -41,17 +82,22 @@ def resolve_layers(lay, layers) -> list[int]:
 
 @torch.no_grad()
 def lockstep(model, batch: dict, n: int, layers: list[int], alpha: float, measure: list[int] | None = None,
-             outlier_rule: bool = True, reinforce_text: bool = True) -> Lockstep:
+             outlier_rule: bool = True, reinforce_text: bool = True, heads: str = "vhd", positions: str = "all",
+             seed: int = 0, keep_cache: bool = False, forward_kwargs: dict | None = None) -> Lockstep:
     """Run the paired batch (n image rows, then n image-free rows) once, choosing and scaling heads layer by layer.
 
     Args:
         layers: layers to reinforce. measure: layers whose VHD is recorded (default: the reinforced ones).
         reinforce_text: scale the chosen heads in the image-free rows too (the paper's reading).
+        heads, positions: the ablations (module docstring); seed: of the random draws, layer by layer, row by row.
+        keep_cache: return the forward's key/value cache. forward_kwargs: extra model inputs (position ids).
     """
     lay = layout(model)
+    generator = torch.Generator().manual_seed(seed)
     vhd = torch.zeros(n, *lay.shape)
     chosen = torch.zeros(n, *lay.shape, dtype=torch.bool)
     reinforce = set(layers)
+    choice = heads
 
     def make(layer: int):
         def hook(module, args):
@@ -61,16 +107,17 @@ def lockstep(model, batch: dict, n: int, layers: list[int], alpha: float, measur
             vhd[:, layer] = v.cpu()
             if layer not in reinforce:
                 return None
-            pick = select_heads(v, heads[n:], outlier_rule)
+            pick = draw_heads(select_heads(v, heads[n:], outlier_rule), choice, generator).to(v.device)
             chosen[:, layer] = pick.cpu()
             f = torch.where(pick, alpha, 1.0)
             rows = torch.cat([f, f if reinforce_text else torch.ones_like(f)])
-            return (scale_rows(x, rows, lay.num_heads), *args[1:])
+            return (scale_rows(x, rows, lay.num_heads, positions == "generated"), *args[1:])
         return hook
 
     with out_proj_pre_hooks(lay, {layer: make(layer) for layer in sorted(reinforce | set(measure or ()))}):
-        model(**batch, use_cache=False)
-    return Lockstep(vhd, chosen)
+        out = model(**batch, **(forward_kwargs or {}), use_cache=keep_cache)
+    cache = (getattr(out, "cache", None) or getattr(out, "past_key_values", None)) if keep_cache else None
+    return Lockstep(vhd, chosen, cache)
 
 
 def head_divergence(model, processor, image, prompt: str) -> torch.Tensor:
@@ -104,17 +151,67 @@ def generate_greedy(model, processor, images, prompts, **generate_kwargs) -> Gen
     return Generation(texts, seqs)
 
 
+def carry_positions(model, paired: dict, n: int, generate_kwargs: dict) -> dict | None:
+    """None when the lockstep's cache of the image rows cannot be handed to `generate` (module docstring);
+    otherwise the extra inputs (position ids, or none) that make the lockstep's positions those of `generate`."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    if getattr(type(model), "generate", None) is not GenerationMixin.generate:
+        return None
+    if generate_kwargs.get("num_beams", 1) != 1 or generate_kwargs.get("num_return_sequences", 1) != 1:
+        return None
+    if generate_kwargs.get("use_cache", True) is False:
+        return None
+    mask = paired["attention_mask"]
+    if bool(mask[:n].all()) or hasattr(getattr(model, "model", None), "rope_deltas"):
+        return {}  # unpadded image rows (positions 0.., as in generate), or M-RoPE: counted from the mask
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return None
+    # transformers' generate(): the mask's running count, 0 on padding
+    return {"position_ids": (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)}
+
+
+def _carried_inputs(model, paired: dict, n: int, cache) -> dict | None:
+    """`generate` inputs for the image rows that continue from the lockstep's cache, or None if it cannot be cut."""
+    import inspect
+
+    try:
+        cache.batch_select_indices(torch.arange(n, device=paired["input_ids"].device))
+        cache.crop(-1)  # generate() needs one uncached token: it recomputes the last prompt position
+    except (AttributeError, ValueError, NotImplementedError):
+        return None
+    inner = getattr(model, "model", None)
+    if getattr(inner, "rope_deltas", None) is not None:  # Qwen2-VL family: M-RoPE offsets of the 2n rows
+        inner.rope_deltas = inner.rope_deltas[:n]
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {key: paired[key][:n] for key in TOKEN_KEYS if key in paired} | {name: cache}
+
+
 def generate_vhr(model, processor, images, prompts, alpha: float = 2.0, layers=None, outlier_rule: bool = True,
-                 reinforce_text: bool = True, **generate_kwargs) -> Generation:
-    """VHR: heads chosen per sample in a lockstep first step, reinforced by alpha for the whole generation."""
+                 reinforce_text: bool = True, heads: str = "vhd", positions: str = "all", seed: int = 0,
+                 **generate_kwargs) -> Generation:
+    """VHR: heads chosen per sample in a lockstep first step, reinforced by alpha for the whole generation.
+
+    heads (vhd, random, complement) and positions (all, generated) select the ablations; seed seeds
+    the random draws. The image rows are prefilled once where the cache can be carried (module docstring).
+    """
     alpha = check_alpha(alpha)
+    check_choice(heads, HEAD_CHOICES, "heads")
+    check_choice(positions, POSITIONS, "positions")
     lay = layout(model)
     layers = resolve_layers(lay, layers)
     n = len(images)
     paired = to_device(encode(model, processor, images, prompts, text_only=True), model)
-    found = lockstep(model, paired, n, layers, alpha, outlier_rule=outlier_rule, reinforce_text=reinforce_text)
+    carry = carry_positions(model, paired, n, generate_kwargs)
+    found = lockstep(model, paired, n, layers, alpha, outlier_rule=outlier_rule, reinforce_text=reinforce_text,
+                     heads=heads, positions=positions, seed=seed, keep_cache=carry is not None, forward_kwargs=carry)
+    batch = _carried_inputs(model, paired, n, found.cache) if found.cache is not None else None
+    found.cache = None
+    if batch is None:
+        batch = to_device(encode(model, processor, images, prompts), model)
     factors = torch.where(found.chosen, alpha, 1.0)
-    batch = to_device(encode(model, processor, images, prompts), model)
-    with scale_heads(model, factors):
+    with scale_heads(model, factors, last_only=positions == "generated"):
         texts, seqs = _decode(processor, model, batch, **generate_kwargs)
     return Generation(texts, seqs, heads=found.chosen, vhd=found.vhd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import torch
@@ -19,14 +20,27 @@ def image_token_id(model) -> int:
     raise HeadwiseError(f"{type(model).__name__} has no image token (config.image_token_id); it is not a vision-language model.")
 
 
+def _image_text(processor) -> str | None:
+    """The processor's image placeholder as written in prompts (e.g. "<image>"), if it has one."""
+    value = getattr(processor, "image_token", None)
+    return getattr(value, "content", value) or None  # InstructBLIP keeps an AddedToken
+
+
 def render(processor, prompt: str, with_image: bool) -> str:
-    """The chat-template prompt, with or without the image entry, ending where the answer starts."""
+    """The chat-template prompt, with or without the image entry, ending where the answer starts.
+
+    Without a chat template the prompt is used as written. If it holds the processor's image token
+    (LLaVA-1.5 style, "USER: <image>\nDescribe this image. ASSISTANT:"), the image-free twin drops
+    that token and the newline after it; otherwise (InstructBLIP) the processor adds the image itself.
+    """
     content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
     if getattr(processor, "chat_template", None):
         return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                              tokenize=False)
-    # No template (e.g. InstructBLIP): the processor adds the image tokens itself; the text is the instruction.
-    return prompt
+    image_text = _image_text(processor)
+    if with_image or not image_text:
+        return prompt
+    return re.sub(re.escape(image_text) + r"\n?", "", prompt)
 
 
 def load_image(path) -> Image.Image:
@@ -127,8 +141,7 @@ def encode(model, processor, images: list, prompts: list[str], text_only: bool =
     token = image_token_id(model)
     texts = [render(processor, p, True) for p in prompts]
     bare = [render(processor, p, False) for p in prompts] if text_only else []
-    image_text = getattr(processor, "image_token", None)
-    image_text = getattr(image_text, "content", image_text)  # InstructBLIP keeps an AddedToken
+    image_text = _image_text(processor)
     if image_text and any(image_text in text for text in bare):
         raise HeadwiseError("the prompt template cannot be stripped of its image: without the image entry it "
                             f"still writes {image_text}; give the processor a chat template with an image entry.")
