@@ -74,7 +74,7 @@ def test_typo_fails_at_once_when_the_hub_is_off(monkeypatch):
     monkeypatch.setattr(hub, "model_info", lambda *a, **k: pytest.fail("asked the hub while offline"))
     with pytest.raises(HeadwiseError) as err:
         load_model("smolm2")
-    assert str(err.value) == ("model 'smolm2' is not an alias (smollm2, emoji-llava), a local path or a cached hub "
+    assert str(err.value) == ("model 'smolm2' is not an alias (smollm2, gemma3-270m, emoji-llava), a local path or a cached hub "
                               "model, and the hub is off (HF_HUB_OFFLINE); did you mean smollm2?")
 
 

@@ -84,5 +84,5 @@ def test_assets_list_reports_an_empty_cache(tmp_path, monkeypatch, capsys):
     code, out, err = headwise(monkeypatch, capsys, "assets", "list", "--json")
     assert code == 0, err
     rows = json.loads(out)
-    assert [r["name"] for r in rows] == ["smollm2", "wiki", "openmoji"]
+    assert [r["name"] for r in rows] == ["smollm2", "gemma3-270m", "wiki", "openmoji"]
     assert not any(r["present"] for r in rows) and all(r["path"].startswith(str(tmp_path)) for r in rows)

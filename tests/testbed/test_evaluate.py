@@ -24,10 +24,10 @@ def test_table_over_seeds_and_methods_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(vlm, "run_items", recording)
     real_pope = ev.run_pope
 
-    def stop_at_seed1_pope(model, processor, questions, images, decode, run):
+    def stop_at_seed1_pope(decoder, questions, images, run):
         if run.dir.name == "seed1-greedy-pope-random":
             raise KeyboardInterrupt
-        return real_pope(model, processor, questions, images, decode, run)
+        return real_pope(decoder, questions, images, run)
 
     monkeypatch.setattr(ev, "run_pope", stop_at_seed1_pope)
     with pytest.raises(KeyboardInterrupt):

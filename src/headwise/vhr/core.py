@@ -89,7 +89,8 @@ def lockstep(model, batch: dict, n: int, layers: list[int], alpha: float, measur
     Args:
         layers: layers to reinforce. measure: layers whose VHD is recorded (default: the reinforced ones).
         reinforce_text: scale the chosen heads in the image-free rows too (the paper's reading).
-        heads, positions: the ablations (module docstring); seed: of the random draws, layer by layer, row by row.
+        heads: which heads to reinforce, an ablation (module docstring). positions: where to scale them, an
+            ablation (module docstring). seed: of the random draws, layer by layer, row by row.
         keep_cache: return the forward's key/value cache. forward_kwargs: extra model inputs (position ids).
     """
     lay = layout(model)
