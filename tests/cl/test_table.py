@@ -81,6 +81,16 @@ def test_table_with_worker_processes_equals_one_process(tmp_path):
         table(tmp_path / "three", variants, seeds, CLConfig(), fake_cell, jobs=0)
 
 
+def test_cli_table_refuses_a_replay_cycle_longer_than_a_task_before_any_directory(tmp_path):
+    from cl_helpers import write_trace
+
+    bench = write_trace(tmp_path / "b")  # 8 training items per task: 4 batches of 2
+    p = cli("table", "--model", "smollm2", "--benchmark", f"trace:{bench}", "--methods", "seekr@0.25",
+            "--replay-cycle", "5", "--out", str(tmp_path / "t"))
+    assert p.returncode == 2 and "more than the 4 task batches of task b" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "t").exists()
+
+
 def test_cli_table_missing_model_exit_2_before_any_directory(tmp_path):
     p = cli("table", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "t"))
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr

@@ -6,6 +6,7 @@ import functools
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -40,6 +41,21 @@ def run_cl(model: str, benchmark: str, out: str, config, order: str = "1", tasks
                    trust_remote_code, log, progress).fit()
 
 
+def checked_tasks(benchmark: str, order: str, tasks: int, wiki_train: int, wiki_test: int, scratch: Path,
+                  configs: list) -> list:
+    """The task sequence (wiki built under `scratch`), with every config checked against it."""
+    from headwise.cl.config import check_sequence
+
+    seq = load_benchmark(benchmark, order, scratch, wiki_train, wiki_test)
+    if tasks:
+        if tasks > len(seq):
+            raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
+        seq = seq[:tasks]
+    for config in configs:
+        check_sequence(config, seq)
+    return seq
+
+
 def prepare(model: str, benchmark: str, out: str, config, order: str = "1", tasks: int = 0, wiki_train: int = 200,
             wiki_test: int = 50, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
             log=typer.echo, progress: bool = True):
@@ -48,23 +64,16 @@ def prepare(model: str, benchmark: str, out: str, config, order: str = "1", task
     from headwise.eval.runner import process_state
     from headwise.runs import Run
 
-    from headwise.cl.config import check_sequence
-
     settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
                 "wiki_test": wiki_test, "dtype": dtype, **config.to_dict()}
     # The tasks, the settings that depend on them and the model are checked before a run directory is made;
     # wiki is built in a scratch folder first and copied into the run directory once that exists.
     with tempfile.TemporaryDirectory() as scratch:
-        seq = load_benchmark(benchmark, order, Path(scratch), wiki_train, wiki_test)
-        if tasks:
-            if tasks > len(seq):
-                raise HeadwiseError(f"--tasks {tasks} is more than the benchmark's {len(seq)} tasks.")
-            seq = seq[:tasks]
-        check_sequence(config, seq)
+        seq = checked_tasks(benchmark, order, tasks, wiki_train, wiki_test, Path(scratch), [config])
         m, tok = load(model, dtype, device, trust_remote_code)
         run = Run(out, "cl run", settings)
         if benchmark == "wiki" and not (run.dir / "data").exists():
-            shutil.copytree(Path(scratch) / "data", run.dir / "data")
+            shutil.copytree(Path(scratch) / "data", run.dir / "data", dirs_exist_ok=True)  # processes may race
     state = process_state()
     accelerator = None
     if state.num_processes > 1:
@@ -169,13 +178,17 @@ def table(
 
     base = config_from({**locals(), "method": "seqft", "replay": 0.01, "seed": 0})
     check_model(model, trust_remote_code)  # before the table directory is made for a model that is not there
+    variants = parse_variants(methods)
+    with tempfile.TemporaryDirectory() as scratch:  # and settings that do not fit the tasks, like --replay-cycle
+        checked_tasks(benchmark, order, tasks, wiki_train, wiki_test, Path(scratch),
+                      [replace(base, method=v.method, replay=v.ratio) for v in variants])
     settings = {"model": model, "benchmark": benchmark, "order": order, "tasks": tasks, "wiki_train": wiki_train,
                 "wiki_test": wiki_test, "dtype": dtype}
     log = (lambda s: None) if as_json else typer.echo
     # A plain function with its arguments bound, so that --jobs can hand it to worker processes.
     run_one = functools.partial(_table_cell, model, benchmark, order, tasks, wiki_train, wiki_test, dtype, device,
                                 trust_remote_code, not as_json and jobs == 1)
-    result = run_table(out, parse_variants(methods), int_list(seeds, "--seeds") or [0], base, run_one, settings, log,
+    result = run_table(out, variants, int_list(seeds, "--seeds") or [0], base, run_one, settings, log,
                        jobs)
     emit(result["table"], as_json, result["markdown"] + f"\ntable: {Path(out) / 'table.md'}")
 
