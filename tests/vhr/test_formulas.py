@@ -7,17 +7,11 @@ import math
 import pytest
 import torch
 
-from headwise.testing_vlm import VLM_FAMILIES, test_image, tiny_vlm
+from headwise.testing_vlm import test_image, tiny_vlm
 from headwise.vhr import baselines, generate, lockstep, select_heads, token_score, token_vhd
 from headwise.vhr.inputs import encode, to_device
 
 PROMPT = "describe the image ."
-
-
-@pytest.fixture(scope="module", params=VLM_FAMILIES)
-def vlm(request):
-    model, processor = tiny_vlm(request.param)
-    return request.param, model, processor
 
 
 def o_projs(model):

@@ -3,18 +3,12 @@ import torch
 
 from headwise.errors import HeadwiseError
 from headwise.heads import capture_heads, layout, scale_heads
-from headwise.testing_vlm import VLM_FAMILIES, test_image, tiny_vlm
+from headwise.testing_vlm import test_image, tiny_vlm
 from headwise.vhr import METHODS, generate, head_divergence, lockstep, select_heads, token_score, token_vhd
 from headwise.vhr.heads import default_layers
 from headwise.vhr.inputs import encode, to_device
 
 PROMPT = "describe the image ."
-
-
-@pytest.fixture(scope="module", params=VLM_FAMILIES)
-def vlm(request):
-    model, processor = tiny_vlm(request.param)
-    return request.param, model, processor
 
 
 def test_alpha_one_reproduces_greedy(vlm):
