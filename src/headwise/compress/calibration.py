@@ -118,6 +118,26 @@ class _Hessians:
 
 
 @torch.no_grad()
+def dense_logp(model, ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's next-token log-probabilities on `ids`, float32 on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([torch.log_softmax(model(input_ids=ids[i:i + batch_size].to(device), use_cache=False)
+                                        .logits.float(), -1).cpu() for i in range(0, len(ids), batch_size)])
+
+
+@torch.no_grad()
+def heldout(model, tokenizer, config: CalibConfig, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, dense log-probs) of `windows` windows of the calibration text that come after the calibration
+    windows: same source, tokens that neither the pruner's statistics nor a fit or search have seen."""
+    cal_text, _ = texts(config.data)
+    ids = token_windows(tokenizer, cal_text, config.seq_len, config.windows + windows)[config.windows:]
+    if len(ids) < windows:
+        raise HeadwiseError(f"the calibration text gives only {len(ids)} windows of {config.seq_len} tokens after "
+                            f"the {config.windows} calibration ones, fewer than the {windows} held-out ones asked for.")
+    return ids, dense_logp(model, ids, config.batch_size)
+
+
+@torch.no_grad()
 def collect(model, tokenizer, config: CalibConfig) -> Calibration:
     """One pass of the dense model over the calibration windows, recording log-probs, input norms and (for
     SparseGPT) Hessians."""
@@ -141,12 +161,8 @@ def collect(model, tokenizer, config: CalibConfig) -> Calibration:
                 if hess is not None:
                     hess[b].add(name, args[0])  # the very tensor, so sharing is usually an identity check
             handles.append(mod.register_forward_pre_hook(hook))
-    device = next(model.parameters()).device
-    logps = []
     try:
-        for start in range(0, len(ids), config.batch_size):
-            batch = ids[start:start + config.batch_size].to(device)
-            logps.append(torch.log_softmax(model(input_ids=batch, use_cache=False).logits.float(), -1).cpu())
+        logp = dense_logp(model, ids, config.batch_size)
     finally:
         for h in handles:
             h.remove()
@@ -158,4 +174,4 @@ def collect(model, tokenizer, config: CalibConfig) -> Calibration:
         warnings.warn(f"SparseGPT calibrates on {ids.numel()} tokens, fewer than the widest layer input ({widest}): "
                       "its weight updates will fit these tokens and the KL objective will flatter it; use more "
                       "windows.", stacklevel=2)
-    return Calibration(ids, torch.cat(logps), norms, ppl_ids, hessians)
+    return Calibration(ids, logp, norms, ppl_ids, hessians)

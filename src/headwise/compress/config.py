@@ -62,8 +62,9 @@ class FitConfig:
         spread: per-block deviation StratNet may take from its mean level (unstructured; 0 = unconstrained).
         lr: StratNet learning rate.
         hidden: StratNet hidden width.
-        gp_iters: Adam iterations of GP marginal-likelihood fitting.
-        kernel: "matern" (Matern-5/2) or "rbf", both with one length-scale per block (ARD).
+        gp_iters: most L-BFGS iterations of the GP's marginal-likelihood fit.
+        kernel: the GP's kernel on a strategy's shape (its deviations from its mean), "matern" (Matern-5/2) or
+            "rbf", both with one length-scale per block (ARD); see `gp.GPSurrogate`.
         seed: seeds the initial design, preference sampling and StratNet initialisation.
     """
 
@@ -81,6 +82,6 @@ class FitConfig:
     spread: float = 0.05
     lr: float = 1e-3
     hidden: int = 256
-    gp_iters: int = 150
+    gp_iters: int = 200
     kernel: str = "matern"
     seed: int = 0

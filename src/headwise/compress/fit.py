@@ -17,7 +17,7 @@ from headwise.compress.config import SPACES, CalibConfig, FitConfig, check_metho
 from headwise.compress.depth import drop_top
 from headwise.compress.gp import GPSurrogate
 from headwise.compress.objectives import Evaluator
-from headwise.compress.strategy import fingerprint, project
+from headwise.compress.strategy import fingerprint, preference_for_sparsity, project
 from headwise.errors import HeadwiseError
 from headwise.heads.layout import layout
 
@@ -85,16 +85,31 @@ def _fit_models(x, kl, fit: FitConfig, d: int, round_idx: int, warm: dict | None
 
 
 def _proposals(net, fit: FitConfig, round_idx: int, seen: list[list[float]]) -> list[list[float]]:
-    """StratNet's strategies at evenly spaced preferences (offset every round), minus near-duplicates."""
-    offset = ((round_idx * 0.618034) % 1.0) / fit.batch
+    """StratNet's strategies at target sparsities spread evenly over [min_sparsity, max_sparsity] (offset every
+    round), each shifted to its target; every other one explores: a random shape within the trust region is
+    added before the shift. Near-duplicates of earlier evaluations are dropped.
+
+    Aiming at sparsities rather than at evenly spaced preferences keeps the evaluations inside the range that
+    requests use (StratNet's sparsity is far from linear in the preference). Depth proposals are StratNet's
+    outputs at evenly spaced preferences, as before: a removed block cannot be shifted."""
+    offset = (round_idx * 0.618034) % 1.0
+    gen = torch.Generator().manual_seed(fit.seed + 9973 * (round_idx + 1))
     out = []
-    tries = 0
-    while len(out) < fit.batch and tries < 4 * fit.batch:
-        lam = min(max((tries % fit.batch) / fit.batch + offset + 0.013 * (tries // fit.batch), 0.0), 1.0)
-        tries += 1
+    for i in range(4 * fit.batch):
+        if len(out) >= fit.batch:
+            break
+        frac = ((i % fit.batch) + offset) / fit.batch % 1.0
         with torch.no_grad():
-            x = net(torch.tensor([[lam, 1 - lam]], dtype=torch.float64))[0]
-        cand = project(x, fit.space, upper=fit.max_ratio)
+            if fit.space == "depth":
+                lam = min(frac + 0.013 * (i // fit.batch), 1.0)
+                cand = project(net(torch.tensor([[lam, 1 - lam]], dtype=torch.float64))[0], "depth")
+            else:
+                target = fit.min_sparsity + (fit.max_sparsity - fit.min_sparsity) * frac
+                x = net(torch.tensor([preference_for_sparsity(net, target)], dtype=torch.float64))[0]
+                if i % 2 == 1 or i >= fit.batch:
+                    noise = fit.spread * (2 * torch.rand(len(x), generator=gen, dtype=torch.float64) - 1)
+                    x = x + noise - noise.mean()
+                cand = project(x.clamp(0.0, fit.max_ratio), "unstructured", target=target, upper=fit.max_ratio)
         if all(max(abs(a - b) for a, b in zip(cand, s)) > 0.01 for s in seen + out):
             out.append(cand)
     return out

@@ -67,11 +67,14 @@ class Evaluator:
         space: "unstructured" (per-block sparsity ratios) or "depth" (0/1 per block, 1 = removed).
         batch_size: windows per forward pass.
         method: the unstructured pruner, "wanda" or "sparsegpt" (`CalibConfig.method`).
+        heldout: (ids, dense log-probs) of windows that `measure` reports KL on instead of the calibration
+            windows (`calibration.heldout`); `kl`, what a fit or a search optimises, stays on the calibration ones.
     """
 
     def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2,
-                 method: str = "wanda"):
+                 method: str = "wanda", heldout: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
+        self.heldout = heldout
         self.pruner = make_pruner(model, calib, space, method)
         self.num_blocks = self.pruner.num_blocks
         self.evaluations = 0
@@ -107,8 +110,10 @@ class Evaluator:
         return value
 
     def measure_applied(self, ppl: bool = True) -> dict:
-        """KL and (optionally) test perplexity of the model as it is now."""
-        kl = mean_kl(self.model, self.calib.ids, self.calib.dense_logp, self.batch_size)
+        """KL (on the held-out windows when there are some) and (optionally) test perplexity of the model as it
+        is now."""
+        ids, logp = self.heldout or (self.calib.ids, self.calib.dense_logp)
+        kl = mean_kl(self.model, ids, logp, self.batch_size)
         p = perplexity(self.model, self.calib.ppl_ids, self.batch_size) if ppl else None
         return {"kl": kl, "ppl": p}
 

@@ -22,9 +22,11 @@ class StratNet(nn.Module):
     """lambda in the 2-simplex -> x in [0, max_ratio]^d through Linear-ReLU-Linear-ReLU-Linear.
 
     With `spread` = 0 the last layer gives one sigmoid per block (PSL-MOBO's Pareto-set model). With
-    `spread` > 0 it gives a level s = max_ratio * sigmoid(.) plus per-block offsets spread * tanh(.): a
-    trust region around uniform sparsity. With a few dozen evaluations in 30 dimensions the GP is only
-    trustworthy near its data, and an unconstrained StratNet learns to exploit its extrapolation instead.
+    `spread` > 0 it gives a level s = max_ratio * sigmoid(.) plus per-block offsets spread * tanh(.) minus
+    their mean: a trust region centred on the strategy's own mean sparsity, which is then s (before clamping
+    to [0, max_ratio]). A block deviates from it by at most 2 * spread, and by spread when half the blocks go
+    up and half down. With a few dozen evaluations in 30 dimensions the GP is only trustworthy near its data,
+    and an unconstrained StratNet learns to exploit its extrapolation instead.
     """
 
     def __init__(self, num_blocks: int, hidden: int = 256, max_ratio: float = 0.9, spread: float = 0.0):
@@ -38,7 +40,13 @@ class StratNet(nn.Module):
         if self.spread <= 0:
             return self.max_ratio * torch.sigmoid(out)
         level = self.max_ratio * torch.sigmoid(out[..., :1])
-        return (level + self.spread * torch.tanh(out[..., 1:])).clamp(0.0, self.max_ratio)
+        offsets = torch.tanh(out[..., 1:])
+        return (level + self.spread * (offsets - offsets.mean(-1, keepdim=True))).clamp(0.0, self.max_ratio)
+
+    def shape_activations(self, pref: torch.Tensor) -> torch.Tensor:
+        """The pre-tanh values of the per-block offsets (spread > 0): beyond |2| the tanh is saturated and the
+        block's offset no longer responds to the preference."""
+        return self.net(pref.to(self.net[0].weight.dtype))[..., 1:]
 
 
 @dataclass
@@ -58,6 +66,7 @@ class Normaliser:
         return torch.stack([f1, f2], -1)
 
 
+SATURATION_PENALTY = 0.01
 IDEAL = torch.tensor([-0.1, -0.1], dtype=torch.float64)  # PSL-MOBO: ideal point 0.1 below the normalised best
 
 
@@ -76,6 +85,10 @@ def train(net: StratNet, gp: GPSurrogate, norm: Normaliser, steps: int, prefs_pe
         mean, std = gp.posterior(x)
         f = norm(size_kept(x), mean - beta * std)
         loss = tchebycheff(f, pref, IDEAL).mean()
+        if net.spread > 0:
+            # Keeps the offsets' tanh out of saturation (|a| <= 2 loses at most 4% of the range), where they would
+            # stop responding to the preference; inside that band the penalty is zero.
+            loss = loss + SATURATION_PENALTY * torch.relu(net.shape_activations(pref).abs() - 2.0).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
