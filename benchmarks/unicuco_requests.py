@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -47,6 +48,7 @@ GOALS = {"kl_ratio_unicuco_vs_search": 1.05, "unicuco_over_uniform": 1.02, "spee
 def _cached(path: Path, compute):
     if path.is_file():
         return json.loads(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
     value = compute()
     atomic_write(path, json.dumps(value, indent=1) + "\n")
     return value
@@ -108,10 +110,13 @@ def main() -> None:
         return {name: ev.measure(x) for name, x in (("unicuco", strategies[s]), ("uniform", uniform(ev.num_blocks, s)),
                                                     ("owl", owl(model, calib.norms, s)))}
 
-    # Quality is cached with the strategies it measured: a refitted StratNet invalidates it.
-    quality_path = work / f"quality-{abs(hash(json.dumps(strategies, sort_keys=True))) % 10**10}.json"
-    quality = {float(s): q for s, q in _cached(
-        quality_path, lambda: {str(s): cheap(s) for s in tqdm(targets, desc="quality", unit="request")}).items()}
+    # Each request's quality is kept as it finishes, under a digest of the strategy it measured: a refitted
+    # StratNet measures again.
+    def quality_at(s: float) -> dict:
+        digest = hashlib.sha1(json.dumps([s, strategies[s], args.heldout_windows]).encode()).hexdigest()[:12]
+        return _cached(work / "quality" / f"{s}-{digest}.json", lambda: cheap(s))
+
+    quality = {s: quality_at(s) for s in tqdm(targets, desc="quality", unit="request")}
     picks = [targets[round(i * (args.requests - 1) / max(args.search_requests - 1, 1))]
              for i in range(args.search_requests)]
     cfg = SearchConfig(generations=args.generations, offspring=args.offspring)
@@ -122,7 +127,8 @@ def main() -> None:
             return {"sparsity": s, "search_seconds": found["seconds"], "search_evaluations": found["evaluations"],
                     "search_strategy": found["strategy"], "search_objective_history": found["history"],
                     "search": ev.measure(found["strategy"])}
-        row = _cached(work / f"search-{s}-{cfg.generations}x{cfg.offspring}-h{args.heldout_windows}.json", search)
+        key = hashlib.sha1(json.dumps([asdict(server.calib_config), vars(cfg), args.heldout_windows]).encode())
+        row = _cached(work / "search" / f"{s}-{key.hexdigest()[:12]}.json", search)
         row |= quality[s]
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("sparsity", "search_seconds")} |
