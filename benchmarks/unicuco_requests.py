@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--work", help="where the fit and finished parts go; default runs/unicuco-bench/<model>")
     ap.add_argument("--evals", type=int, default=FitConfig.evals, help="the fit's budget of true evaluations")
     ap.add_argument("--spread", type=float, default=FitConfig.spread, help="the fit's trust region")
-    ap.add_argument("--windows", type=int, default=CalibConfig.windows,
+    ap.add_argument("--windows", type=int, default=4,
                     help="calibration windows of 128 tokens: the pruner's statistics and the KL the fit and search optimise")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--search-requests", type=int, default=8)

@@ -10,6 +10,7 @@ from headwise.compress.config import CalibConfig, FitConfig
 from headwise.compress.fit import _proposals
 from headwise.compress.gp import GPSurrogate, level_and_shape
 from headwise.compress.objectives import Evaluator, mean_kl
+from headwise.compress.serve import SHIPPED, Server
 from headwise.errors import HeadwiseError
 from headwise.eval.perplexity import token_windows
 from headwise.testing import ByteTokenizer, tiny_model
@@ -108,3 +109,23 @@ def test_proposals_aim_at_sparsities_inside_the_range():
     later = _proposals(net, fc, round_idx=1, seen=props)
     assert all(0.2 <= sum(p) / len(p) <= 0.6 for p in later)
     assert {round(sum(p) / len(p), 4) for p in later}.isdisjoint({round(m, 4) for m in means})
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_stratnets_use_the_preference(name):
+    """Issue 15: the served strategies at sparsity 0.3 and 0.6 differ in shape after their means are removed, and
+    the offsets are not saturated (the StratNet shipped before served one fixed profile: 77-97% of offsets'
+    pre-activations beyond |2|, every target the same shape; its shape difference here was 0.10)."""
+    server = Server(name)
+    shapes, saturated = {}, []
+    for s in (0.2, 0.3, 0.45, 0.6, 0.7):
+        x, pref = server.strategy({"sparsity": s})
+        x = torch.tensor(x, dtype=torch.float64)
+        shapes[s] = x - x.mean()
+        with torch.no_grad():
+            saturated.append((server.net.shape_activations(torch.tensor([pref], dtype=torch.float64)).abs() > 2)
+                             .double().mean().item())
+    diff = (shapes[0.3] - shapes[0.6]).norm() / max(shapes[0.3].norm(), shapes[0.6].norm())
+    assert diff > 0.2
+    # Near the largest sparsities the GP asks for the most shape, so some offsets sit at the edge there.
+    assert sum(saturated) / len(saturated) < 0.25 and max(saturated) < 0.5
