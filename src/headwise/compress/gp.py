@@ -11,8 +11,8 @@ over x mistakes shape effects for noise. Here:
   on the shape whose effect may grow or shrink with the level;
 - Gamma priors on length-scales and output scales, hyper-parameters fitted by L-BFGS.
 
-On 120 SmolLM2 strategies (`benchmarks/unicuco_gp_structure.py`) this structure's predictions of shape effects
-on held-out strategies correlate far better with the truth than the plain ARD GP's; docs/unicuco.md has the numbers.
+`benchmarks/unicuco_gp_structure.py` compares it with the plain ARD GP on 120 SmolLM2 strategies (docs/unicuco.md);
+the end-to-end benchmark (`benchmarks/unicuco_requests.py`) is what decided.
 Its posterior mean and standard deviation are differentiable functions of the input strategy, which is what
 lets StratNet be trained by gradient descent although pruning itself is not differentiable.
 """
