@@ -78,7 +78,10 @@ def main() -> None:
     else:
         calib_cfg = CalibConfig(seq_len=128, windows=args.windows)
         fit_cfg = FitConfig(evals=args.evals, spread=args.spread)
-        run = Run(work / "fit", "compress fit", {"model": args.model, "calibration": asdict(calib_cfg),
+        # One fit per setting; the measurements below are shared, so another setting measures only its own strategies.
+        name = "fit" if (args.windows, args.evals, args.spread) == (4, FitConfig.evals, FitConfig.spread) else \
+            f"fit-w{args.windows}-e{args.evals}-s{args.spread}"
+        run = Run(work / name, "compress fit", {"model": args.model, "calibration": asdict(calib_cfg),
                                                  "fit": asdict(fit_cfg)})
         fit(model, tok, args.model, calib_cfg, fit_cfg, run)
         fit_dir = run.dir
@@ -105,16 +108,17 @@ def main() -> None:
     apply_one = time.perf_counter() - t0
     ev.pruner.restore()
 
-    def cheap(s: float) -> dict:
-        """UniCuCo, uniform and OWL at one request, through the same evaluator."""
-        return {name: ev.measure(x) for name, x in (("unicuco", strategies[s]), ("uniform", uniform(ev.num_blocks, s)),
-                                                    ("owl", owl(model, calib.norms, s)))}
+    calib_key = json.dumps([asdict(server.calib_config), args.heldout_windows])
 
-    # Each request's quality is kept as it finishes, under a digest of the strategy it measured: a refitted
-    # StratNet measures again.
+    def measure(x: list[float]) -> dict:
+        """One strategy's held-out KL and perplexity, kept under a digest of the strategy and the settings."""
+        digest = hashlib.sha1(json.dumps([x, calib_key]).encode()).hexdigest()[:16]
+        return _cached(work / "measure" / f"{digest}.json", lambda: ev.measure(x))
+
     def quality_at(s: float) -> dict:
-        digest = hashlib.sha1(json.dumps([s, strategies[s], args.heldout_windows]).encode()).hexdigest()[:12]
-        return _cached(work / "quality" / f"{s}-{digest}.json", lambda: cheap(s))
+        """UniCuCo, uniform and OWL at one request, through the same evaluator."""
+        return {"unicuco": measure(strategies[s]), "uniform": measure(uniform(ev.num_blocks, s)),
+                "owl": measure(owl(model, calib.norms, s))}
 
     quality = {s: quality_at(s) for s in tqdm(targets, desc="quality", unit="request")}
     picks = [targets[round(i * (args.requests - 1) / max(args.search_requests - 1, 1))]
@@ -126,8 +130,8 @@ def main() -> None:
             found = evo_search(ev, s, cfg)
             return {"sparsity": s, "search_seconds": found["seconds"], "search_evaluations": found["evaluations"],
                     "search_strategy": found["strategy"], "search_objective_history": found["history"],
-                    "search": ev.measure(found["strategy"])}
-        key = hashlib.sha1(json.dumps([asdict(server.calib_config), vars(cfg), args.heldout_windows]).encode())
+                    "search": measure(found["strategy"])}
+        key = hashlib.sha1(json.dumps([calib_key, vars(cfg)]).encode())
         row = _cached(work / "search" / f"{s}-{key.hexdigest()[:12]}.json", search)
         row |= quality[s]
         rows.append(row)
