@@ -167,6 +167,8 @@ def compare(rows: list[dict], train: int, key: str = "kl_cal") -> dict:
             torch.stack([pred_effect[nu], effect[te][nu]]))[0, 1].item()
         out[which] = res
     out["shape_effect_sd"] = effect[te][kind[te] != 0].std().item()
+    nu = kind != 0  # over every non-uniform strategy: how much of the shape effect block 0 alone explains
+    out["block0_deviation_corr"] = torch.corrcoef(torch.stack([effect[nu], (x[:, 0] - m)[nu]]))[0, 1].item()
     return out
 
 
@@ -189,7 +191,8 @@ def main() -> None:
     atomic_write(Path(args.out or f"benchmarks/results/unicuco_gp_structure_{args.model}.json"),
                  json.dumps(result, indent=2) + "\n")
     for target in ("calibration_kl", "heldout_kl"):
-        print(f"{target} (shape-effect sd {result[target]['shape_effect_sd']:.3f}):")
+        print(f"{target} (shape-effect sd {result[target]['shape_effect_sd']:.3f}, correlation with block 0's "
+              f"deviation {result[target]['block0_deviation_corr']:+.2f}):")
         for which in ("plain", "additive", "structured"):
             print(f"  {which:10s} " + "  ".join(f"{k} {v:+.3f}" for k, v in result[target][which].items()))
 
