@@ -5,7 +5,8 @@ and scores its predictions on the rest.
 
 Strategies (seeded): every fourth one uniform, the others at a random level with random per-block offsets of
 +-0.05 or +-0.1, or a smooth random cubic profile over depth of +-0.05, projected to their level. Each gets its
-KL on the 2 calibration windows of 128 tokens (what a fit sees) and on 8 held-out windows; they are kept in
+KL on 2 calibration windows of 128 tokens (what a fit saw before `compress fit` moved to 4; the committed data
+were measured then) and on 8 held-out windows; they are kept in
 `--data` so that the comparison reruns without the model.
 
 Scored on the strategies after the first `--train`: RMSE of log KL, and the correlation of the predicted and

@@ -4,7 +4,8 @@
         [--requests 64] [--search-requests 8] [--heldout-windows 8] [--stratnet DIR] [--work DIR] [--out FILE]
 
 - Without --stratnet the benchmark first fits one with `compress fit`'s defaults (into WORK/fit, resumable),
-  so the fit and the search are timed in the same run on the same machine.
+  so that the fit and the search are timed on the same machine. A resumed run reuses finished searches, which
+  may have been timed under another load: each search row records when it ran (`measured_at`).
 - UniCuCo's total time = its fit (calibration + every true evaluation + GP/StratNet training, from the fit
   run's evals.json) + N x (StratNet forward, bisection, projection, pruning the model).
 - The per-request search (EvoPress-style, baselines.evo_search) runs on `--search-requests` of the N
@@ -39,6 +40,7 @@ from headwise.compress.fit import CALIB, STATE, fit
 from headwise.compress.objectives import Evaluator
 from headwise.compress.plots import pareto
 from headwise.compress.serve import Server
+from headwise.compress.strategy import fingerprint
 from headwise.models import load_model
 from headwise.runs import Run, atomic_write, environment
 
@@ -73,6 +75,10 @@ def main() -> None:
 
     work = Path(args.work or f"runs/unicuco-bench/{args.model}")
     model, tok = load_model(args.model, device="cpu")
+    # The measurements kept in WORK belong to one model: refuse to mix two.
+    owner = _cached(work / "model.json", lambda: fingerprint(model))
+    if owner != fingerprint(model):
+        raise SystemExit(f"{work} holds measurements of another model ({owner['model_type']}); give another --work.")
     if args.stratnet:
         fit_dir = Path(args.stratnet)
     else:
@@ -128,7 +134,8 @@ def main() -> None:
     for s in picks:
         def search(s=s):
             found = evo_search(ev, s, cfg)
-            return {"sparsity": s, "search_seconds": found["seconds"], "search_evaluations": found["evaluations"],
+            return {"sparsity": s, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "search_seconds": found["seconds"], "search_evaluations": found["evaluations"],
                     "search_strategy": found["strategy"], "search_objective_history": found["history"],
                     "search": measure(found["strategy"])}
         key = hashlib.sha1(json.dumps([calib_key, vars(cfg)]).encode())
@@ -161,7 +168,7 @@ def main() -> None:
         "requests_over_uniform_by_2pct": sum(r > GOALS["unicuco_over_uniform"] for r in over_uniform),
         "requests_below_uniform": sum(r < 1 for r in over_uniform),
         "goals": GOALS, "mean": mean, "quality_requests": len(quality), "mean_all_requests": mean_all,
-        "quality": [{"sparsity": s, **q} for s, q in quality.items()], "search_config": vars(cfg), "rows": rows,
+        "quality": [{"sparsity": s, **q, "unicuco_strategy": strategies[s]} for s, q in quality.items()], "search_config": vars(cfg), "rows": rows,
         "stratnet": str(fit_dir), "env": environment(),
     }
     out = Path(args.out or f"benchmarks/results/unicuco_requests_{args.model}.json")

@@ -86,8 +86,10 @@ def _fit_models(x, kl, fit: FitConfig, d: int, round_idx: int, warm: dict | None
 
 def _proposals(net, fit: FitConfig, round_idx: int, seen: list[list[float]]) -> list[list[float]]:
     """StratNet's strategies at target sparsities spread evenly over [min_sparsity, max_sparsity] (offset every
-    round), each shifted to its target; every other one explores: a random shape within the trust region is
-    added before the shift. Near-duplicates of earlier evaluations are dropped.
+    round), each shifted to its target; every other one explores: random per-block offsets of up to +-spread
+    are added to StratNet's own before the shift, so a proposal may leave the served trust region by up to
+    spread, which is how the GP learns what lies just beyond it. Near-duplicates of earlier evaluations are
+    dropped.
 
     Aiming at sparsities rather than at evenly spaced preferences keeps the evaluations inside the range that
     requests use (StratNet's sparsity is far from linear in the preference). Depth proposals are StratNet's
