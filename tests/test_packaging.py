@@ -45,6 +45,7 @@ def test_wheel_holds_the_modules_weights_and_stratnets(wheel):
     expected = shipped_files()
     assert "headwise/testbed/shipped/emoji_llava.safetensors" in expected
     assert "headwise/compress/shipped/smollm2-unstructured/stratnet.safetensors" in expected
+    assert "headwise/compress/shipped/gemma3-270m-unstructured/stratnet.safetensors" in expected
     with zipfile.ZipFile(wheel) as zf:
         held = {n for n in zf.namelist() if n.startswith("headwise/")}
         assert set(expected) <= held, sorted(set(expected) - held)

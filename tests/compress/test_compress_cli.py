@@ -69,6 +69,8 @@ def test_shipped_stratnet_by_name(tmp_path):
     from headwise.compress.serve import Server, stratnet_dir
 
     assert Server("smollm2").meta["model"] == "smollm2"
+    assert Server("gemma3-270m").meta["model"] == "gemma3-270m"  # issue 15: --stratnet gemma3-270m
+    assert Server("gemma3-270m").meta["fingerprint"]["num_layers"] == 18
     assert stratnet_dir("smollm2") == stratnet_dir("smollm2-unstructured")
     assert (stratnet_dir("smollm2") / "stratnet.safetensors").is_file()
     # through the command line: the shipped StratNet is found, then refuses a model it was not trained for
@@ -81,10 +83,11 @@ def test_shipped_stratnet_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("smolm2", "no shipped StratNet is named 'smolm2'; the shipped ones are smollm2 (smollm2-unstructured), or give "
-               "a `headwise compress fit` run directory."),
+    ("smolm2", "no shipped StratNet is named 'smolm2'; the shipped ones are smollm2 (smollm2-unstructured), "
+               "gemma3-270m (gemma3-270m-unstructured), or give a `headwise compress fit` run directory."),
     ("runs/missing-fit", "--stratnet runs/missing-fit does not exist; give a shipped StratNet's name (smollm2 "
-                         "(smollm2-unstructured)) or a `headwise compress fit` run directory."),
+                         "(smollm2-unstructured), gemma3-270m (gemma3-270m-unstructured)) or a `headwise compress "
+                         "fit` run directory."),
 ])
 def test_unknown_stratnet_name_lists_the_shipped_ones(spec, message, tmp_path):
     import subprocess
@@ -137,3 +140,18 @@ def test_serve_stopped_mid_way_keeps_the_answered_requests(tiny_stratnet, tmp_pa
     assert asked == ["b", "c"] and [r["id"] for r in rows] == ["a", "b", "c"] and rows[0] == first
     assert [json.loads(line) for line in out.path("results.jsonl").read_text().splitlines()] == rows
     assert rows[1]["sparsity"] == pytest.approx(0.5, abs=0.02) and rows[2]["kl"] > 0
+
+
+def test_shipped_gemma_stratnet_serves_the_real_model(gemma3, tmp_path):
+    """Issue 15: `compress serve --stratnet gemma3-270m` works out of the box on the real Gemma 3 270M: the served
+    strategy has the requested mean sparsity and the pruned model's KL is finite and positive."""
+    import json
+
+    req = tmp_path / "r.jsonl"
+    req.write_text('{"id": "a", "sparsity": 0.4}\n')
+    result = invoke("serve", "--stratnet", "gemma3-270m", "--requests", req, "--out", tmp_path / "o", "--no-ppl",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "o" / "results.jsonl").read_text())
+    assert len(row["strategy"]) == 18 and abs(sum(row["strategy"]) / 18 - 0.4) < 1e-5
+    assert 0 < row["kl"] < 10

@@ -77,6 +77,12 @@ def _caused_by_ctrl_c(err: BaseException | None) -> bool:
 
 def _interrupted() -> NoReturn:
     """Say where the finished work is and the command that resumes it; exit 130 like any Ctrl-C."""
+    from tqdm import tqdm
+
+    # A progress bar left open redraws itself when it is collected, after this message; close them first so the
+    # message is the last line the user sees.
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
     command = "headwise " + shlex.join(sys.argv[1:])
     if REQUESTED_OUT and Path(REQUESTED_OUT[0]).exists():
         where = REQUESTED_OUT[0]

@@ -63,7 +63,7 @@ def fit(
 
 @app.command()
 def serve(
-    stratnet: str = typer.Option(..., help="A shipped StratNet by name (smollm2: SmolLM2, unstructured), or a "
+    stratnet: str = typer.Option(..., help="A shipped StratNet by name (smollm2 or gemma3-270m, unstructured), or a "
                                            "directory holding stratnet.safetensors and stratnet.json (a fit run)."),
     requests: Path = typer.Option(..., help='JSONL, one request a line: {"sparsity": 0.5} or {"preference": \\[size, quality]}, optional "id".'),
     out: str = out_option(None, "Output directory: results.jsonl, plots, and with --save one model folder per id; default "

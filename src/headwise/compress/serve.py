@@ -19,7 +19,7 @@ from headwise.errors import HeadwiseError
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 # StratNets shipped in the package, by name (as --model takes aliases): name -> folder under shipped/.
-SHIPPED = {"smollm2": "smollm2-unstructured"}
+SHIPPED = {"smollm2": "smollm2-unstructured", "gemma3-270m": "gemma3-270m-unstructured"}
 
 
 def stratnet_dir(spec: str | Path) -> Path:
