@@ -33,8 +33,10 @@ def fit(
                                 "sparsity on held-out text at low sparsity; 4 did not (docs/unicuco.md)."),
     ppl_windows: int = typer.Option(4, help="Test windows for perplexity when serving."),
     max_ratio: float = typer.Option(0.9, help="Largest per-block sparsity StratNet may output."),
-    spread: float = typer.Option(0.05, help="Largest deviation of a block's ratio from the strategy's mean level "
-                                 "(unstructured): a trust region that keeps StratNet where the GP has data; 0 lifts it."),
+    spread: float = typer.Option(0.05, help="Trust region (unstructured): each block's ratio is the strategy's mean "
+                                 "plus spread x (tanh(a_i) - mean_j tanh(a_j)), so within 2 x spread of the mean and "
+                                 "within spread when half the blocks go up and half down; it keeps StratNet where "
+                                 "the GP has data. 0 lifts it."),
     serve_beta: float = typer.Option(-1.0, help="GP bound the served StratNet optimises: mean - beta * std of "
                                      "log KL; negative is pessimistic."),
     seed: int = typer.Option(0, help="Seed of the initial design and StratNet."),

@@ -59,7 +59,8 @@ class FitConfig:
             (mean - beta * std of the GP on log KL).
         serve_beta: the same weight for the final, served StratNet; negative = pessimistic, which keeps it
             where the GP has seen data.
-        spread: per-block deviation StratNet may take from its mean level (unstructured; 0 = unconstrained).
+        spread: StratNet's trust region (unstructured; 0 = unconstrained): offsets spread * tanh(.) minus their
+            mean around the strategy's mean sparsity (see `stratnet.StratNet`).
         lr: StratNet learning rate.
         hidden: StratNet hidden width.
         gp_iters: most L-BFGS iterations of the GP's marginal-likelihood fit.
