@@ -155,6 +155,13 @@ def main() -> None:
                 for name in ("unicuco", "uniform", "owl")}
     ratios = [r["unicuco"]["kl"] / r["search"]["kl"] for r in rows]
     over_uniform = [q["unicuco"]["kl"] / q["uniform"]["kl"] for q in quality.values()]
+
+    def jitter(name: str) -> float:
+        """How rough the held-out KL is from one request to the next: the standard deviation of log KL minus the
+        mean of its two neighbours (the noise floor any per-request comparison sits on)."""
+        y = [math.log(q[name]["kl"]) for _, q in sorted(quality.items())]
+        return statistics.pstdev(y[i] - (y[i - 1] + y[i + 1]) / 2 for i in range(1, len(y) - 1)) if len(y) > 2 else 0.0
+
     result = {
         "model": args.model, "requests": n, "search_requests": len(rows), "heldout_windows": args.heldout_windows,
         "fit_seconds": fit_seconds, "fit_true_evaluations": len(state["x"]), "serve_seconds_total": sum(serve_times),
@@ -167,6 +174,7 @@ def main() -> None:
         "unicuco_over_uniform_max": max(over_uniform),
         "requests_over_uniform_by_2pct": sum(r > GOALS["unicuco_over_uniform"] for r in over_uniform),
         "requests_below_uniform": sum(r < 1 for r in over_uniform),
+        "log_kl_jitter": {name: jitter(name) for name in ("unicuco", "uniform")},
         "goals": GOALS, "mean": mean, "quality_requests": len(quality), "mean_all_requests": mean_all,
         "quality": [{"sparsity": s, **q, "unicuco_strategy": strategies[s]} for s, q in quality.items()], "search_config": vars(cfg), "rows": rows,
         "stratnet": str(fit_dir), "env": environment(),
