@@ -77,3 +77,12 @@ def test_markdown_names_vhr_settings_and_shows_no_spread_for_one_seed():
     assert lines[3].startswith("| vhr (alpha 2, layers 1, 17-19, 25) | 50.0 | 50.0 |") and "±" not in lines[3]
     cfg = TableConfig(seeds=[0, 1], methods=["vhr"], splits=["random"])
     assert markdown({"vhr": row}, cfg).splitlines()[2].startswith("| vhr (alpha 2, default layers) | 50.0 ± 0.0 |")
+
+
+def test_markdown_without_pope_splits_has_chair_columns_only():
+    # `--splits none` (CHAIR alone, as the ablation study runs) once divided by zero in the unparsed column
+    one = {"mean": 0.5, "std": 0.0, "values": [0.5]}
+    row = {k: one for k in ("chair_s", "chair_i", "recall", "len", "seconds_per_caption")}
+    lines = markdown({"greedy": row}, TableConfig(seeds=[0], methods=["greedy"], splits=[])).splitlines()
+    assert lines[0] == "| method | CHAIR_S | CHAIR_I | recall | words | s / caption |"
+    assert lines[2] == "| greedy | 50.0 | 50.0 | 50.0 | 0.5 | 0.50 |"

@@ -55,7 +55,7 @@ def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, me
              n: int = typer.Option(200, help="Scenes per seed."),
              seeds: str = typer.Option("0,1,2", help="Scene streams, e.g. 0,1,2 (below 1000: test streams)."),
              methods: str = typer.Option("greedy,vhr,vcd,pai", help="Decoding methods to compare."),
-             splits: str = typer.Option("random,popular,adversarial", help="POPE splits."),
+             splits: str = typer.Option("random,popular,adversarial", help="POPE splits, or none for CHAIR alone."),
              alpha: float = typer.Option(2.0, help="VHR scale (> 0)."),
              layers: str = typer.Option(None, help="VHR layers, e.g. 1,17-29; default 1 plus the last 14/32."),
              heads: str = typer.Option("vhd", help="VHR heads: vhd (the paper's choice), random (as many per layer "
@@ -75,7 +75,7 @@ def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, me
     from headwise.vhr.core import HEAD_CHOICES, POSITIONS, check_alpha, check_choice
 
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    split_list = [s.strip() for s in splits.split(",") if s.strip()]
+    split_list = [s.strip() for s in splits.split(",") if s.strip() and s.strip() != "none"]
     for m in method_list:
         if m not in METHODS:
             raise HeadwiseError(f"unknown method {m!r}; choose from {', '.join(METHODS)}.")

@@ -88,14 +88,15 @@ def markdown(summary: dict, cfg: TableConfig) -> str:
     that say neither yes nor no (over all splits), in percent, mean ± std over seeds."""
     cols = ["chair_s", "chair_i", "recall"] + [f"pope_{s}_f1" for s in cfg.splits] + [f"pope_{s}_accuracy" for s in cfg.splits]
     head = (["method", "CHAIR_S", "CHAIR_I", "recall", "words"] + [f"POPE {s} F1" for s in cfg.splits]
-            + [f"POPE {s} acc." for s in cfg.splits] + ["POPE unparsed", "s / caption"])
+            + [f"POPE {s} acc." for s in cfg.splits] + ["POPE unparsed"] * bool(cfg.splits) + ["s / caption"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     # one seed has no spread to report; "± 0.0" would claim one
     spread = len(cfg.seeds) > 1
     for method, row in summary.items():
         cells = [f"{100 * row[c]['mean']:.1f}" + (f" ± {100 * row[c]['std']:.1f}" if spread else "") for c in cols]
         cells.insert(3, f"{row['len']['mean']:.1f}")
-        cells.append(_unparsed(row, cfg.splits))
+        if cfg.splits:
+            cells.append(_unparsed(row, cfg.splits))
         cells.append(f"{row['seconds_per_caption']['mean']:.2f}")
         lines.append(f"| {_label(method, cfg)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
