@@ -155,3 +155,15 @@ def test_shipped_gemma_stratnet_serves_the_real_model(gemma3, tmp_path):
     row = json.loads((tmp_path / "o" / "results.jsonl").read_text())
     assert len(row["strategy"]) == 18 and abs(sum(row["strategy"]) / 18 - 0.4) < 1e-5
     assert 0 < row["kl"] < 10
+
+
+def test_fit_cli_and_library_share_calibration_defaults():
+    # a script calling fit() with CalibConfig() must calibrate like `headwise compress fit`
+    import inspect
+
+    from headwise.cli.compress import fit
+    from headwise.compress.config import CalibConfig
+
+    params = inspect.signature(fit).parameters
+    for name in ("data", "seq_len", "windows", "ppl_windows", "method"):
+        assert params[name].default.default == getattr(CalibConfig(), name), name

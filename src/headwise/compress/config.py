@@ -24,7 +24,9 @@ class CalibConfig:
         data: text source: wiki-en/fr/es (train split for calibration, test split for perplexity) or a UTF-8 file
             (its first part calibrates, the rest is scored; see `calibration.texts`).
         seq_len: tokens per window.
-        windows: calibration windows: the pruner's statistics and the KL objective use the same tokens.
+        windows: calibration windows: the pruner's statistics and the KL objective use the same tokens. The
+            defaults (4 x 128 tokens) are `compress fit`'s: with 2 windows StratNet fitted those tokens and lost
+            to uniform sparsity on held-out text at low sparsity (docs/unicuco.md).
         ppl_windows: test windows for perplexity.
         batch_size: windows per forward pass.
         method: unstructured pruner, "wanda" (input norms, no weight update) or "sparsegpt" (per-layer Hessians,
@@ -33,8 +35,8 @@ class CalibConfig:
     """
 
     data: str = "wiki-en"
-    seq_len: int = 256
-    windows: int = 2
+    seq_len: int = 128
+    windows: int = 4
     ppl_windows: int = 4
     batch_size: int = 2
     method: str = "wanda"
