@@ -10,7 +10,12 @@ rule (VHD above the layer's median after the outlier rule, `vhr.heads.select_hea
 reinforced, while VHR chooses a layer's heads after reinforcing the earlier ones), and reports per
 reinforced layer the share of the layer's summed contribution norm that the chosen heads hold (a random
 choice of as many heads holds their count share on average), and the ratio of the chosen heads' mean norm
-to the other heads'. Writes benchmarks/results/vhr_head_norms_<model>.json.
+to the other heads'. Norms are taken at the last prompt position (the one that predicts the first token).
+
+Second question: does VHD choose the same heads whatever the image shows? For each image, the share of its
+chosen heads (reinforced layers) that a plain gray image of the same size also gets chosen, and that the
+next image of the set gets chosen; two independent choices of as many heads would share their count share.
+Writes benchmarks/results/vhr_head_norms_<model>.json.
 """
 
 from __future__ import annotations
@@ -57,10 +62,16 @@ def main() -> None:
     model, processor = load_model(args.model)
     lay = layout(model)
     files = sorted(Path(args.images).glob("*.png"))[: args.n]
-    shares, ratios, counts = {}, {}, {}
+    reinforced = default_layers(lay.num_layers)
+    shares, ratios, counts, picks = {}, {}, {}, []
+    gray = None
     for f in files:
-        chosen, norms = per_image(model, processor, Image.open(f).convert("RGB"), args.prompt, lay)
-        for layer in default_layers(lay.num_layers):
+        image = Image.open(f).convert("RGB")
+        if gray is None:
+            gray = per_image(model, processor, Image.new("RGB", image.size, (128, 128, 128)), args.prompt, lay)[0]
+        chosen, norms = per_image(model, processor, image, args.prompt, lay)
+        picks.append(chosen[reinforced])
+        for layer in reinforced:
             c, x = chosen[layer], norms[layer]
             if c.all() or not c.any():
                 continue
@@ -71,12 +82,20 @@ def main() -> None:
                     "chosen_count_share": statistics.mean(counts[layer]),
                     "chosen_vs_other_mean_norm": statistics.mean(ratios[layer])} for layer in sorted(shares)}
     late = [r for layer, r in rows.items() if layer >= 2]
+
+    def shared(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a & b).sum() / a.sum().clamp(min=1)).item()
+
+    g = gray[reinforced]
+    overlap = {"with_gray_image": statistics.mean(shared(p, g) for p in picks),
+               "with_next_image": statistics.mean(shared(p, picks[(i + 1) % len(picks)]) for i, p in enumerate(picks)),
+               "chance": statistics.mean(p.float().mean().item() for p in picks)}
     result = {"model": args.model, "images": len(files), "prompt": args.prompt, "layers": rows,
               "late_layers_mean": {k: statistics.mean(r[k] for r in late) for k in late[0]} if late else {},
-              "env": environment()}
+              "chosen_overlap": overlap, "env": environment()}
     out = Path(args.out or f"benchmarks/results/vhr_head_norms_{args.model.replace('/', '_')}.json")
     atomic_write(out, json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("images", "late_layers_mean")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("images", "late_layers_mean", "chosen_overlap")}, indent=1))
     for layer, r in rows.items():
         print(f"layer {layer:2d}: chosen hold {100 * r['chosen_norm_share']:.0f}% of the norm with "
               f"{100 * r['chosen_count_share']:.0f}% of the heads; mean norm x{r['chosen_vs_other_mean_norm']:.2f}")
