@@ -44,7 +44,6 @@ from headwise.compress.strategy import fingerprint
 from headwise.models import load_model
 from headwise.runs import Run, atomic_write, environment
 
-WINDOWS = 4  # `compress fit`'s default calibration windows
 GOALS = {"kl_ratio_unicuco_vs_search": 1.05, "unicuco_over_uniform": 1.02, "speedup": 50.0}
 
 
@@ -64,7 +63,7 @@ def main() -> None:
     ap.add_argument("--work", help="where the fit and finished parts go; default runs/unicuco-bench/<model>")
     ap.add_argument("--evals", type=int, default=FitConfig.evals, help="the fit's budget of true evaluations")
     ap.add_argument("--spread", type=float, default=FitConfig.spread, help="the fit's trust region")
-    ap.add_argument("--windows", type=int, default=WINDOWS,
+    ap.add_argument("--windows", type=int, default=CalibConfig.windows,
                     help="calibration windows of 128 tokens: the pruner's statistics and the KL the fit and search optimise")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--search-requests", type=int, default=8)
@@ -83,10 +82,10 @@ def main() -> None:
     if args.stratnet:
         fit_dir = Path(args.stratnet)
     else:
-        calib_cfg = CalibConfig(seq_len=128, windows=args.windows)
+        calib_cfg = CalibConfig(windows=args.windows)  # `compress fit`'s defaults otherwise (128-token windows)
         fit_cfg = FitConfig(evals=args.evals, spread=args.spread)
         # One fit per setting; the measurements below are shared, so another setting measures only its own strategies.
-        name = "fit" if (args.windows, args.evals, args.spread) == (WINDOWS, FitConfig.evals, FitConfig.spread) else \
+        name = "fit" if (args.windows, args.evals, args.spread) == (CalibConfig.windows, FitConfig.evals, FitConfig.spread) else \
             f"fit-w{args.windows}-e{args.evals}-s{args.spread}"
         run = Run(work / name, "compress fit", {"model": args.model, "calibration": asdict(calib_cfg),
                                                  "fit": asdict(fit_cfg)})
