@@ -168,3 +168,64 @@ def test_killed_mid_stage_resumes_from_the_last_checkpoint_without_redoing_steps
     assert steps == [(1, 1), (2, 0), (2, 1)]
     first, resumed = _weights(uninterrupted["weights"]), _weights(result["weights"])
     assert all(torch.equal(first[k], resumed[k]) for k in first)
+
+
+def test_full_ft_learning_rates_follow_llava_1_5():
+    """LLaVA-1.5 (scripts/v1_5/finetune.sh) fine-tunes its whole LLM at 2e-5 after a 1e-3 projector pre-training;
+    the fresh projector keeps 1e-3 here, and stage 3 scales both as it scales the LoRA variant's rate."""
+    cfg = tr.TrainConfig(full_ft=True)
+    captions, answers = tr._stages(cfg)
+    assert (cfg.full_lr, captions.lr, captions.lm_lr) == (2e-5, 1e-3, 2e-5)
+    assert answers.lm_lr == pytest.approx(2e-5 * cfg.answer_lr / cfg.caption_lr)
+
+
+@pytest.fixture(scope="module")
+def full_trained(smollm2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train-full")
+    # A rate far above the default, so that two warm-up steps move every weight by more than fp16's rounding.
+    return out, tr.train(out, tr.TrainConfig(**TINY, full_ft=True, full_lr=0.3), progress=False)
+
+
+def test_full_ft_moves_every_smollm2_weight_and_builds_that_model(trained, full_trained, tmp_path):
+    """--full-ft: no adapter; every SmolLM2 tensor (embeddings too, tied to lm_head) is saved, has moved from
+    SmolLM2's, and is what the built model holds; the frozen vision tower is stage 1's, as in the LoRA run."""
+    import transformers as tf
+
+    from headwise.assets.registry import require
+
+    _, result = full_trained
+    state, lora_state = _weights(result["weights"]), _weights(trained[1]["weights"])
+    assert not any("lora_" in k for k in state) and "lm_head.weight" not in state
+    base = tf.AutoModelForCausalLM.from_pretrained(require("smollm2") / "hf", dtype=torch.float32).model.state_dict()
+    for k, v in base.items():
+        saved = state[tbm.LM_PREFIX + k].float()
+        assert not torch.allclose(saved, v.half().float()), k  # moved by more than the fp16 rounding
+    assert all(torch.equal(state[k], lora_state[k]) for k in state if "vision_tower" in k)
+    model = tf.LlavaForConditionalGeneration.from_pretrained(tbm.build(weights=result["weights"],
+                                                                           out=tmp_path / "model"))
+    built = model.state_dict()
+    assert all(torch.equal(built[k], v.float()) for k, v in state.items())
+    assert torch.equal(model.lm_head.weight, built[tbm.LM_PREFIX + "embed_tokens.weight"])
+
+
+def test_full_ft_from_lora_weights_starts_at_the_merged_model(smollm2, tmp_path):
+    """--full-ft --init LORA with no steps left writes the LoRA model merged into full weights: building it gives
+    the default emoji-llava, up to the fp16 rounding of SmolLM2's weights."""
+    from safetensors.torch import load_file
+
+    result = tr.train(tmp_path / "r", tr.TrainConfig(**{**TINY, "answer_steps": 0}, full_ft=True,
+                                                     init=str(tbm.shipped_weights())), progress=False)
+    full = load_file(result["weights"])
+    merged, _ = tbm.fresh()
+    tbm.load_into(merged, load_file(tbm.shipped_weights()), "shipped")
+    expected = merged.state_dict()
+    for k, v in full.items():
+        assert torch.allclose(v.float(), expected[k], rtol=1e-3, atol=1e-6), k
+
+
+def test_full_weights_given_to_a_lora_run_are_one_sentence_and_exit_2(full_trained, tmp_path):
+    _, result = full_trained
+    proc = subprocess.run([sys.executable, "-m", "headwise.cli", "testbed", "train", "--out", str(tmp_path / "r"),
+                           "--init", str(result["weights"])], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "add --full-ft" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()

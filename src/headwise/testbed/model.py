@@ -2,7 +2,8 @@
 
 The vision tower (a 4-layer CLIP ViT on 96 px images, 16 px patches: 36 image tokens), the projector
 and a LoRA adapter on SmolLM2's q/v projections are trained by `headwise testbed train`; those
-weights ship in the repo (`shipped/emoji_llava.safetensors`). `build()` adds SmolLM2 from the asset
+weights ship in the repo (`shipped/emoji_llava.safetensors`). `--full-ft` trains every SmolLM2
+weight instead of the adapter, as LLaVA-1.5 does; its weights load the same way. `build()` adds SmolLM2 from the asset
 cache and merges the adapter, and the result is saved once into the cache as an ordinary
 transformers folder, which `load_model("emoji-llava")` loads like any other model.
 """
@@ -27,6 +28,7 @@ IMAGE_SIZE, PATCH = 96, 16
 IMAGE_TOKEN = "<empty_output>"
 LORA_TARGETS = ("q_proj", "v_proj")
 LORA_RANK, LORA_ALPHA = 8, 16
+LM_PREFIX = "model.language_model."
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
@@ -52,7 +54,11 @@ def _existing(weights: Path | None) -> Path:
 
 
 def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """emoji-llava weights from a file, checked before anything is loaded or written; `what` names it in errors."""
+    """emoji-llava weights from a file, checked before anything is loaded or written; `what` names it in errors.
+
+    Two layouts: a LoRA adapter (lora_A/lora_B factors, the default model) or a full fine-tune (every
+    language-model weight, `testbed train --full-ft`); both hold the vision tower and the projector.
+    """
     from safetensors.torch import load_file
 
     hint = "give an emoji_llava.safetensors from `headwise testbed train`."
@@ -62,11 +68,18 @@ def read_weights(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         state = load_file(path)
     except Exception as err:  # safetensors raises its own error types for foreign or damaged files
         raise HeadwiseError(f"{what} {path} is not a readable safetensors file ({err}); {hint}") from None
-    parts = ("model.vision_tower.", "model.multi_modal_projector.", "lora_A", "lora_B")
+    parts = ("model.vision_tower.", "model.multi_modal_projector.")
+    parts += (LM_PREFIX,) if is_full(state) else ("lora_A", "lora_B")
     missing = [p for p in parts if not any(p in k for k in state)]
     if missing:
         raise HeadwiseError(f"{what} {path} holds no {missing[0].rstrip('.')} weights; {hint}")
     return state
+
+
+def is_full(state: dict[str, torch.Tensor]) -> bool:
+    """Whether `state` is a full fine-tune (language-model weights of its own) rather than a LoRA adapter."""
+    # an adapter's factors also sit under the language model's prefix
+    return not any("lora_" in k for k in state) and any(k.startswith(LM_PREFIX) for k in state)
 
 
 def processor(tokenizer) -> tf.LlavaProcessor:
@@ -96,10 +109,13 @@ def fresh(smollm2_dir: Path | None = None, seed: int = 0):
     return model.eval(), processor(tokenizer)
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    """The weights that are not SmolLM2's: vision tower, projector and LoRA factors."""
+def trainable_state(model, full: bool = False) -> dict[str, torch.Tensor]:
+    """The weights that are not SmolLM2's: vision tower, projector and LoRA factors; with `full`, every
+    language-model weight instead of the factors (the tied output embedding once, as its input twin)."""
+    mine = ("model.vision_tower.", "model.multi_modal_projector.") + ((LM_PREFIX,) if full else ())
+    tied = model.config.tie_word_embeddings
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()
-            if k.startswith(("model.vision_tower.", "model.multi_modal_projector.")) or "lora_" in k}
+            if k.startswith(mine) or (not full and "lora_" in k) or (full and k == "lm_head.weight" and not tied)}
 
 
 def with_adapter(model):
@@ -136,19 +152,24 @@ def merge_lora(model, state: dict[str, torch.Tensor]) -> None:
             weight += scale * (b.float() @ a.float()).to(weight.dtype)
 
 
+def load_into(model, state: dict[str, torch.Tensor], source) -> None:
+    """Put weights in either shipped layout (`read_weights`) into a `fresh()` model: load them, merge any LoRA."""
+    own = model.state_dict()
+    # a shape mismatch would otherwise surface as load_state_dict's traceback
+    foreign = [k for k in state if "lora_" not in k and (k not in own or own[k].shape != state[k].shape)]
+    if foreign:
+        raise AssetMissingError(f"{source} does not match this model (e.g. {foreign[0]}); rebuild it with `headwise testbed train`.")
+    model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
+    merge_lora(model, state)
+
+
 def build(weights: Path | None = None, out: Path | None = None) -> Path:
     """Assemble emoji-llava (SmolLM2 + shipped weights, adapter merged) into a transformers folder."""
     weights = _existing(weights)
     out = out or cache_dir() / "emoji-llava"
     state = read_weights(weights, "emoji-llava weights")
     model, proc = fresh()
-    own = model.state_dict()
-    # a shape mismatch would otherwise surface as load_state_dict's traceback
-    foreign = [k for k in state if "lora_" not in k and (k not in own or own[k].shape != state[k].shape)]
-    if foreign:
-        raise AssetMissingError(f"{weights} does not match this model (e.g. {foreign[0]}); rebuild it with `headwise testbed train`.")
-    model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
-    merge_lora(model, state)
+    load_into(model, state, weights)
     save_pretrained(out, model, proc)
     (out / SOURCE).write_text(json.dumps({"weights_sha256": sha256(weights)}))
     return out

@@ -1,6 +1,7 @@
 """Train emoji-llava on CPU: (1) the vision tower alone, to name and count the pictograms in a scene;
 (2) the projector and a LoRA adapter on SmolLM2, to caption scenes and answer yes/no questions;
 (3) the same weights again on mostly questions, each example weighing the same, so answers look at the image.
+With `full_ft`, stages 2 and 3 update every SmolLM2 weight instead of the adapter, as LLaVA-1.5's stage 2 does.
 
 Every stage draws scenes from its own training stream of the generator (seeds 1000-1002, disjoint
 from the test seeds) and checkpoints every `checkpoint_every` steps into OUT, resuming from there;
@@ -10,6 +11,7 @@ data depend only on the step, so a resumed run trains on exactly what an uninter
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from headwise.errors import HeadwiseError
 from headwise.runs import Run
 from headwise.testbed import model as tbm
 from headwise.testbed.dataset import noun_phrase, target_caption
@@ -40,7 +43,10 @@ class TrainConfig:
         answer_steps / answer_lr / answer_qa_fraction: stage 3, the same weights on a question-heavy mix
             where every example weighs the same in the loss (stage 2's token mean lets captions drown
             the 3-token answers).
-        init: weights to start stage 3 from (skips stages 1 and 2).
+        full_ft: stages 2 and 3 train all of SmolLM2 (embeddings included) and the projector, no LoRA.
+        full_lr: stage 2's learning rate for SmolLM2's weights under `full_ft` (LLaVA-1.5's full fine-tune
+            uses 2e-5); the projector keeps `caption_lr`, and stage 3 scales both by answer_lr / caption_lr.
+        init: weights to start stage 3 from (skips stages 1 and 2), in the layout `full_ft` writes.
         checkpoint_every: steps between checkpoints (every stage).
     """
 
@@ -56,6 +62,8 @@ class TrainConfig:
     answer_qa_fraction: float = 0.75
     checkpoint_every: int = 50
     seed: int = 0
+    full_ft: bool = False
+    full_lr: float = 2e-5
     init: str | None = None
 
 
@@ -93,6 +101,14 @@ def _load_checkpoint(path: Path):
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
+def _replace(path: Path, write) -> None:
+    """`write(tmp)` beside `path`, then rename: a kill mid-write (a full fine-tune's checkpoint is 1.6 GB) leaves
+    the previous file whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def train_vision(model, proc, cfg: TrainConfig, run: Run, progress: bool = True) -> dict:
     """Stage 1: the vision tower learns which pictograms a scene holds (and which twice) from mean-pooled patches."""
     tower = model.model.vision_tower
@@ -123,8 +139,9 @@ def train_vision(model, proc, cfg: TrainConfig, run: Run, progress: bool = True)
         opt.step()
         losses.append(loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vision_steps:
-            torch.save({"tower": tower.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
-                        "step": step + 1, "losses": losses}, ckpt_path)
+            ckpt = {"tower": tower.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
+                    "step": step + 1, "losses": losses}
+            _replace(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
     tower.eval()
     return {"vision_final_loss": float(np.mean(losses[-50:])) if losses else None}
 
@@ -162,13 +179,13 @@ def _caption_batch(proc, scenes, rng, qa_fraction: float):
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": prompt["pixel_values"], "labels": labels}
 
 
-def _loss(peft_model, batch: dict, per_sample: bool) -> torch.Tensor:
+def _loss(net, batch: dict, per_sample: bool) -> torch.Tensor:
     if not per_sample:
-        return peft_model(**batch).loss
+        return net(**batch).loss
     # A yes/no answer is 3 tokens and a caption 30: a token mean lets captions drown the answers, so each
     # example counts once here.
     labels = batch["labels"][:, 1:]
-    logits = peft_model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+    logits = net(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
     ce = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
     mask = (labels != -100).float()
     return ((ce * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
@@ -179,64 +196,80 @@ class _Stage:
     name: str
     steps: int
     lr: float
+    lm_lr: float
     qa_fraction: float
     stream: int
     per_sample: bool
     checkpoint: str
 
 
-def _fit(peft_model, proc, stage: _Stage, cfg: TrainConfig, run: Run, progress: bool) -> dict:
-    """Train projector + LoRA on `stage`'s mix of captions and yes/no answers; checkpoints and resumes."""
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
+def _fit(net, proc, stage: _Stage, cfg: TrainConfig, run: Run, progress: bool) -> dict:
+    """Train what `_adapter` left trainable on `stage`'s mix of captions and yes/no answers; checkpoints and resumes."""
+    named = [(k, p) for k, p in net.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    if cfg.full_ft:  # a fresh projector needs a larger step than pretrained SmolLM2 weights
+        groups = [[p for k, p in named if "multi_modal_projector" in k],
+                  [p for k, p in named if "multi_modal_projector" not in k]]
+        base_lrs = [stage.lr, stage.lm_lr]
+    else:
+        groups, base_lrs = [params], [stage.lr]
+    opt = torch.optim.AdamW([{"params": g} for g in groups], lr=stage.lr, weight_decay=0.0)
     ckpt_path = run.path(stage.checkpoint)
     start, losses = 0, []
     if (ckpt := _load_checkpoint(ckpt_path)) is not None:
-        peft_model.load_state_dict(ckpt["trainable"], strict=False)
+        net.load_state_dict(ckpt["trainable"], strict=False)
         opt.load_state_dict(ckpt["opt"])
         start, losses = ckpt["step"], ckpt["losses"]
-    peft_model.train()
+    net.train()
     for step in tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=stage.name,
                      disable=not progress):
         # Stream 1 (stage 2) keeps the seeding it always had, so the stage-2 weights stay reproducible.
         rng = random.Random(cfg.seed * 100_003 + step + 7_919 * (stage.stream - 1))
         scenes = [_scene(step, i, cfg.caption_batch, stage.stream) for i in range(cfg.caption_batch)]
         batch = _caption_batch(proc, scenes, rng, stage.qa_fraction)
-        loss = _loss(peft_model, batch, stage.per_sample)
-        for group in opt.param_groups:
-            group["lr"] = stage.lr * _cosine(step, stage.steps)
+        loss = _loss(net, batch, stage.per_sample)
+        for group, base_lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = base_lr * _cosine(step, stage.steps)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == stage.steps:
-            trainable = {k: v for k, v in peft_model.state_dict().items()
-                         if "lora_" in k or "multi_modal_projector" in k}
-            torch.save({"trainable": trainable, "opt": opt.state_dict(), "step": step + 1, "losses": losses}, ckpt_path)
-    peft_model.eval()
+            trainable = {k: p.detach() for k, p in named}
+            ckpt = {"trainable": trainable, "opt": opt.state_dict(), "step": step + 1, "losses": losses}
+            _replace(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
+    net.eval()
     return {f"{stage.checkpoint.split('.')[0]}_final_loss": float(np.mean(losses[-50:])) if losses else None}
 
 
-def _adapter(model):
-    """Freeze everything, add LoRA on SmolLM2, and let the projector train too."""
+def _adapter(model, full_ft: bool = False):
+    """Freeze the vision tower; train the projector and a LoRA on SmolLM2, or with `full_ft` all of SmolLM2."""
     for p in model.parameters():
         p.requires_grad_(False)
-    peft_model = tbm.with_adapter(model)
+    if full_ft:
+        for p in model.model.language_model.parameters():  # the tied lm_head is the embedding itself
+            p.requires_grad_(True)
+        trained = model
+    else:
+        trained = tbm.with_adapter(model)
     for p in model.model.multi_modal_projector.parameters():
         p.requires_grad_(True)
-    return peft_model
+    return trained
 
 
 def _stages(cfg: TrainConfig) -> tuple[_Stage, _Stage]:
-    captions = _Stage("stage 2: captions", cfg.caption_steps, cfg.caption_lr, cfg.qa_fraction, 1, False, "caption.ckpt")
-    answers = _Stage("stage 3: answers", cfg.answer_steps, cfg.answer_lr, cfg.answer_qa_fraction, 2, True,
-                     "answer.ckpt")
+    answer_lm_lr = cfg.full_lr * cfg.answer_lr / cfg.caption_lr
+    captions = _Stage("stage 2: captions", cfg.caption_steps, cfg.caption_lr, cfg.full_lr, cfg.qa_fraction, 1, False,
+                      "caption.ckpt")
+    answers = _Stage("stage 3: answers", cfg.answer_steps, cfg.answer_lr, answer_lm_lr, cfg.answer_qa_fraction, 2,
+                     True, "answer.ckpt")
     return captions, answers
 
 
 def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
-    """All stages, then OUT/emoji_llava.safetensors (vision tower, projector, LoRA factors; fp16).
+    """All stages, then OUT/emoji_llava.safetensors (vision tower, projector, LoRA factors or with `full_ft`
+    all of SmolLM2's weights; fp16).
 
     With `cfg.init` (weights in that layout, e.g. the shipped ones) stages 1 and 2 are skipped and
     stage 3 continues from them.
@@ -244,24 +277,31 @@ def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     from safetensors.torch import save_file
 
     init_state = tbm.read_weights(cfg.init, "--init") if cfg.init else None
+    if init_state is not None and tbm.is_full(init_state) and not cfg.full_ft:
+        raise HeadwiseError(f"--init {cfg.init} holds fully fine-tuned SmolLM2 weights; add --full-ft to go on "
+                            "training them, or give LoRA weights.")
     run = Run(out, "testbed train", asdict(cfg))
     torch.manual_seed(cfg.seed)
     model, proc = tbm.fresh(seed=cfg.seed)
     captions, answers = _stages(cfg)
     start = time.perf_counter()
     if init_state is not None:
-        peft_model = _adapter(model)
-        tbm.load_trained(peft_model, init_state)
+        if cfg.full_ft:  # LoRA weights are merged, so a full fine-tune can also go on from the default model
+            tbm.load_into(model, init_state, cfg.init)
+            trained = _adapter(model, full_ft=True)
+        else:
+            trained = _adapter(model)
+            tbm.load_trained(trained, init_state)
         stats = {"init": str(cfg.init)}
     else:
         stats = train_vision(model, proc, cfg, run, progress)
         stats["vision_seconds"] = time.perf_counter() - start
-        peft_model = _adapter(model)
-        stats.update(_fit(peft_model, proc, captions, cfg, run, progress))
-    stats.update(_fit(peft_model, proc, answers, cfg, run, progress))
-    state = {k: v.to(torch.float16) for k, v in tbm.trainable_state(model).items()}
+        trained = _adapter(model, cfg.full_ft)
+        stats.update(_fit(trained, proc, captions, cfg, run, progress))
+    stats.update(_fit(trained, proc, answers, cfg, run, progress))
+    state = {k: v.to(torch.float16) for k, v in tbm.trainable_state(model, cfg.full_ft).items()}
     weights = run.path("emoji_llava.safetensors")
-    save_file(state, str(weights))
+    _replace(weights, lambda tmp: save_file(state, str(tmp)))
     result = {**stats, "weights": str(weights), "bytes": weights.stat().st_size,
               "total_seconds": time.perf_counter() - start}
     run.finish(result)
