@@ -179,11 +179,44 @@ def test_full_ft_learning_rates_follow_llava_1_5():
     assert answers.lm_lr == pytest.approx(2e-5 * cfg.answer_lr / cfg.caption_lr)
 
 
+FULL = dict(TINY, full_ft=True, checkpoint_every=2, full_lr=0.3)  # 1.6 GB a checkpoint: fewer of them
+# (full_lr far above the default, so that two warm-up steps move every weight by more than fp16's rounding)
+
+
+def _drop_checkpoints(out):
+    for ckpt in out.glob("*.ckpt"):
+        ckpt.unlink()
+
+
 @pytest.fixture(scope="module")
 def full_trained(smollm2, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train-full")
-    # A rate far above the default, so that two warm-up steps move every weight by more than fp16's rounding.
-    return out, tr.train(out, tr.TrainConfig(**TINY, full_ft=True, full_lr=0.3), progress=False)
+    """A tiny --full-ft run, with the learning rate of each optimizer group at every step."""
+    out, lrs = tmp_path_factory.mktemp("train-full"), []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        lrs.append([(g["lr"], len(g["params"])) for g in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", spy)
+        result = tr.train(out, tr.TrainConfig(**FULL), progress=False)
+    yield out, result, lrs
+    _drop_checkpoints(out)
+
+
+def test_full_ft_trains_the_projector_and_smollm2_at_their_own_rates(full_trained):
+    """Group 0 is the projector (2 linear layers) at caption_lr, group 1 all of SmolLM2 at full_lr; stage 3 scales
+    both by answer_lr / caption_lr. Every step is warm-up here: the rate is (step + 1) / 30 of the base."""
+    _, _, lrs = full_trained
+    cfg = tr.TrainConfig(**FULL)
+    fit = [groups for groups in lrs if len(groups) == 2]  # stage 1 (vision) has one group
+    n_lm = sum(1 for _ in tbm.fresh()[0].model.language_model.parameters())
+    assert [n for _, n in fit[0]] == [4, n_lm]
+    ratio = cfg.answer_lr / cfg.caption_lr
+    expected = [[cfg.caption_lr * w, cfg.full_lr * w] for w in (1 / 30, 2 / 30)]
+    expected += [[cfg.answer_lr * w, cfg.full_lr * ratio * w] for w in (1 / 30, 2 / 30)]
+    assert [lr for groups in fit for lr, _ in groups] == pytest.approx([lr for pair in expected for lr in pair])
 
 
 def test_full_ft_moves_every_smollm2_weight_and_builds_that_model(trained, full_trained, tmp_path):
@@ -193,7 +226,7 @@ def test_full_ft_moves_every_smollm2_weight_and_builds_that_model(trained, full_
 
     from headwise.assets.registry import require
 
-    _, result = full_trained
+    _, result, _ = full_trained
     state, lora_state = _weights(result["weights"]), _weights(trained[1]["weights"])
     assert not any("lora_" in k for k in state) and "lm_head.weight" not in state
     base = tf.AutoModelForCausalLM.from_pretrained(require("smollm2") / "hf", dtype=torch.float32).model.state_dict()
@@ -224,8 +257,58 @@ def test_full_ft_from_lora_weights_starts_at_the_merged_model(smollm2, tmp_path)
 
 
 def test_full_weights_given_to_a_lora_run_are_one_sentence_and_exit_2(full_trained, tmp_path):
-    _, result = full_trained
+    _, result, _ = full_trained
     proc = subprocess.run([sys.executable, "-m", "headwise.cli", "testbed", "train", "--out", str(tmp_path / "r"),
                            "--init", str(result["weights"])], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "add --full-ft" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_full_ft_killed_in_stage_three_resumes_to_the_uninterrupted_weights(full_trained, tmp_path, monkeypatch):
+    """Both optimizer groups and the tied embedding come back from the checkpoint: a run stopped after stage 3's
+    step 0 and rerun ends with the weights of the uninterrupted run (which checkpointed less often)."""
+    _, uninterrupted, _ = full_trained
+    real_scene = tr._scene
+
+    def scene(step, i, batch, stream):
+        if (stream, step, i) == (2, 1, 0) and not resumed:
+            raise KeyboardInterrupt
+        return real_scene(step, i, batch, stream)
+
+    resumed = False
+    monkeypatch.setattr(tr, "_scene", scene)
+    cfg = tr.TrainConfig(**{**FULL, "checkpoint_every": 1})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tr.train(tmp_path, cfg, progress=False)
+        assert torch.load(tmp_path / "answer.ckpt", weights_only=True)["step"] == 1
+        assert not list(tmp_path.glob(".*.tmp"))
+        resumed = True
+        result = tr.train(tmp_path, cfg, progress=False)
+    finally:
+        _drop_checkpoints(tmp_path)
+    first, again = _weights(uninterrupted["weights"]), _weights(result["weights"])
+    assert set(first) == set(again) and all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_a_full_file_missing_a_weight_is_refused(full_trained, tmp_path):
+    from safetensors.torch import save_file
+
+    _, result, _ = full_trained
+    state = _weights(result["weights"])
+    del state[tbm.LM_PREFIX + "layers.3.mlp.up_proj.weight"]
+    save_file(state, str(tmp_path / "cut.safetensors"))
+    with pytest.raises(tbm.AssetMissingError, match="without model.language_model.layers.3.mlp.up_proj.weight"):
+        tbm.build(weights=tmp_path / "cut.safetensors", out=tmp_path / "model")
+
+
+def test_full_lr_without_full_ft_is_one_sentence_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "headwise.cli", "testbed", "train", "--out", str(tmp_path / "r"),
+                           "--full-lr", "1e-4"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "add --full-ft" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_lora_runs_record_no_full_ft_settings_so_older_run_directories_resume():
+    assert not {"full_ft", "full_lr"} & set(tr._recorded(tr.TrainConfig()))
+    assert {"full_ft", "full_lr"} <= set(tr._recorded(tr.TrainConfig(full_ft=True)))

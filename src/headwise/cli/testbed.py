@@ -29,30 +29,35 @@ def make(out: str = out_option(..., "Folder to write images/, annotations/ and p
 @app.command()
 def train(out: str = out_option(..., "Run directory; rerun with the same one to resume from its checkpoints."),
           vision_steps: int = typer.Option(400, help="Stage 1 steps (vision tower)."),
-          caption_steps: int = typer.Option(800, help="Stage 2 steps (projector + LoRA through SmolLM2)."),
+          caption_steps: int = typer.Option(800, help="Stage 2 steps (projector + LoRA, or all of SmolLM2 with "
+                                                          "--full-ft)."),
           answer_steps: int = typer.Option(300, help="Stage 3 steps (the same weights on mostly yes/no questions)."),
           full_ft: bool = typer.Option(False, "--full-ft", help="Stages 2 and 3 update every SmolLM2 weight "
                                        "(embeddings included) instead of a rank-8 LoRA on q/v, as LLaVA-1.5's "
                                        "stage 2 does; writes about 270 MB instead of 6 MB."),
-          full_lr: float = typer.Option(2e-5, help="With --full-ft: stage 2's learning rate for SmolLM2's weights "
-                                                   "(LLaVA-1.5's 2e-5; the projector keeps 1e-3, stage 3 scales both "
-                                                   "by 0.3)."),
+          full_lr: float = typer.Option(None, help="With --full-ft: stage 2's learning rate for SmolLM2's weights "
+                                                   "(default 2e-5, LLaVA-1.5's; the projector keeps 1e-3, stage 3 "
+                                                   "scales both by 0.3)."),
           init: str = typer.Option(None, help="Start stage 3 from these weights (an emoji_llava.safetensors, e.g. "
                                               "the shipped one), skipping stages 1 and 2. With --full-ft, LoRA "
                                               "weights are merged first."),
           seed: int = typer.Option(0, help="Initialisation and sampling seed."),
           as_json: bool = JSON) -> None:
-    """Train emoji-llava from scratch in three stages (about 55 minutes on 2 CPU cores); writes OUT/emoji_llava.safetensors."""
+    """Train emoji-llava from scratch in three stages (about 55 minutes on 2 CPU cores with LoRA); writes
+    OUT/emoji_llava.safetensors."""
     from headwise.errors import HeadwiseError
     from headwise.testbed.train import TrainConfig, train as do_train
 
     if min(vision_steps, caption_steps, answer_steps) < 0:
         raise HeadwiseError("--vision-steps, --caption-steps and --answer-steps must be 0 or more.")
-    if not full_lr > 0:
+    if full_lr is not None and not full_ft:
+        raise HeadwiseError("--full-lr applies only to a full fine-tune; add --full-ft or drop --full-lr.")
+    if full_lr is not None and not full_lr > 0:
         raise HeadwiseError(f"--full-lr must be above 0, not {full_lr}.")
+    lr = {} if full_lr is None else {"full_lr": full_lr}
     result = do_train(out, TrainConfig(vision_steps=vision_steps, caption_steps=caption_steps,
-                                       answer_steps=answer_steps, seed=seed, full_ft=full_ft, full_lr=full_lr,
-                                       init=init), progress=not as_json)
+                                       answer_steps=answer_steps, seed=seed, full_ft=full_ft, init=init, **lr),
+                      progress=not as_json)
     emit(result, as_json, f"weights: {result['weights']} ({result['bytes'] / 1e6:.1f} MB); pass the file as --model "
                           "to any command, or copy it to src/headwise/testbed/shipped/ to make it the default emoji-llava.")
 

@@ -159,6 +159,11 @@ def load_into(model, state: dict[str, torch.Tensor], source) -> None:
     foreign = [k for k in state if "lora_" not in k and (k not in own or own[k].shape != state[k].shape)]
     if foreign:
         raise AssetMissingError(f"{source} does not match this model (e.g. {foreign[0]}); rebuild it with `headwise testbed train`.")
+    if is_full(state):  # a missing weight would silently stay SmolLM2's
+        missing = [k for k in trainable_state(model, full=True) if k not in state]
+        if missing:
+            raise AssetMissingError(f"{source} is a full fine-tune without {missing[0]}; rebuild it with "
+                                    "`headwise testbed train --full-ft`.")
     model.load_state_dict({k: v.float() for k, v in state.items() if "lora_" not in k}, strict=False)
     merge_lora(model, state)
 

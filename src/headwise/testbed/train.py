@@ -46,7 +46,8 @@ class TrainConfig:
         full_ft: stages 2 and 3 train all of SmolLM2 (embeddings included) and the projector, no LoRA.
         full_lr: stage 2's learning rate for SmolLM2's weights under `full_ft` (LLaVA-1.5's full fine-tune
             uses 2e-5); the projector keeps `caption_lr`, and stage 3 scales both by answer_lr / caption_lr.
-        init: weights to start stage 3 from (skips stages 1 and 2), in the layout `full_ft` writes.
+        init: weights to start stage 3 from (skips stages 1 and 2): LoRA weights, or with `full_ft` either
+            layout (LoRA factors are merged first).
         checkpoint_every: steps between checkpoints (every stage).
     """
 
@@ -103,10 +104,22 @@ def _load_checkpoint(path: Path):
 
 def _replace(path: Path, write) -> None:
     """`write(tmp)` beside `path`, then rename: a kill mid-write (a full fine-tune's checkpoint is 1.6 GB) leaves
-    the previous file whole."""
+    the previous file whole, and no half-written temporary behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty checkpoint
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _recorded(cfg: TrainConfig) -> dict:
+    """The settings written to config.yaml: the full fine-tune's only when it is on, so run directories begun
+    before it existed still resume."""
+    return {k: v for k, v in asdict(cfg).items() if cfg.full_ft or k not in ("full_ft", "full_lr")}
 
 
 def train_vision(model, proc, cfg: TrainConfig, run: Run, progress: bool = True) -> dict:
@@ -248,8 +261,8 @@ def _adapter(model, full_ft: bool = False):
     for p in model.parameters():
         p.requires_grad_(False)
     if full_ft:
-        for p in model.model.language_model.parameters():  # the tied lm_head is the embedding itself
-            p.requires_grad_(True)
+        model.model.language_model.requires_grad_(True)
+        model.lm_head.requires_grad_(True)  # the embedding itself when tied, as in SmolLM2
         trained = model
     else:
         trained = tbm.with_adapter(model)
@@ -280,7 +293,7 @@ def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     if init_state is not None and tbm.is_full(init_state) and not cfg.full_ft:
         raise HeadwiseError(f"--init {cfg.init} holds fully fine-tuned SmolLM2 weights; add --full-ft to go on "
                             "training them, or give LoRA weights.")
-    run = Run(out, "testbed train", asdict(cfg))
+    run = Run(out, "testbed train", _recorded(cfg))
     torch.manual_seed(cfg.seed)
     model, proc = tbm.fresh(seed=cfg.seed)
     captions, answers = _stages(cfg)
