@@ -146,3 +146,25 @@ def test_double_prefill_remains_for_beams_and_return_sequences():
     finally:
         handle.remove()
     assert (beams, sampled) == (2, 2)
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_decoding_folds_the_heads_into_the_weights_with_the_hooks_result(family, monkeypatch):
+    """One image, all positions: the decode steps run no hook, and the tokens and weights are those of the hooks."""
+    import headwise.heads.hooks as hooks
+
+    model, proc = tiny_vlm(family)
+    img = test_image(4)
+    lay = layout(model)
+    before = [lay.out_weight(layer).clone() for layer in range(lay.num_layers)]
+    folds = []
+    real_folded = hooks._folded
+    monkeypatch.setattr(hooks, "_folded", lambda lay, plan: folds.append(plan) or real_folded(lay, plan))
+    folded = generate(model, proc, [img], PROMPT, method="vhr", alpha=2.0, layers=[0, 1], max_new_tokens=8)
+    assert len(folds) == 1 and folded.heads.any()
+    real_scale = hooks.scale_heads
+    monkeypatch.setattr("headwise.vhr.core.scale_heads", lambda *a, **k: real_scale(*a, **k | {"fold": False}))
+    by_hooks = generate(model, proc, [img], PROMPT, method="vhr", alpha=2.0, layers=[0, 1], max_new_tokens=8)
+    assert len(folds) == 1
+    assert torch.equal(folded.heads, by_hooks.heads) and torch.equal(folded.sequences, by_hooks.sequences)
+    assert all(torch.equal(lay.out_weight(layer), b) for layer, b in enumerate(before))

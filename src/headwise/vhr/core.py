@@ -16,6 +16,9 @@ When the image rows are padded (prompts of different lengths), the lockstep gets
 `generate` would give them (counted from the attention mask); M-RoPE models (Qwen2-VL family)
 count them from the mask already, and a model whose forward takes no position ids is prefilled twice.
 
+While decoding, the chosen heads are scaled through the out-projection weights (`scale_heads(fold=True)`)
+where one factor row serves the batch, so the decode steps run no hook; otherwise through hooks.
+
 Ablations (He et al. do not run them; they test what the choice and the placement contribute):
 `heads="random"` reinforces as many heads per layer and sample as VHD chose, drawn at random;
 `heads="complement"` as many, drawn from those VHD did not choose; `positions="generated"` scales
@@ -213,6 +216,7 @@ def generate_vhr(model, processor, images, prompts, alpha: float = 2.0, layers=N
     if batch is None:
         batch = to_device(encode(model, processor, images, prompts), model)
     factors = torch.where(found.chosen, alpha, 1.0)
-    with scale_heads(model, factors, last_only=positions == "generated"):
+    # folded into the out-projection weights where that is the same computation (one image, all positions)
+    with torch.no_grad(), scale_heads(model, factors, last_only=positions == "generated", fold=True):
         texts, seqs = _decode(processor, model, batch, **generate_kwargs)
     return Generation(texts, seqs, heads=found.chosen, vhd=found.vhd)
