@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--images", default=None, help="folder of images (default: testbed scenes or synthetic ones)")
     ap.add_argument("--n", type=int, default=4, help="images")
     ap.add_argument("--new-tokens", default="128,4", help="comma-separated lengths, each measured on its own")
-    ap.add_argument("--rounds", default="1,5", help="rounds over the images, per length (short ones need more)")
+    ap.add_argument("--rounds", default="2,5", help="rounds over the images, per length (short ones need more)")
     ap.add_argument("--prompt", default="Please describe this image in detail.")
     ap.add_argument("--out", default="benchmarks/results/vhr_overhead.json")
     args = ap.parse_args()
