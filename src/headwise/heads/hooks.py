@@ -8,6 +8,7 @@ attention backend ran, so one forward pre-hook there serves every family and bac
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
@@ -146,7 +147,25 @@ def _foldable(lay: HeadLayout, layer: int) -> bool:
     return tuple(lay.out_weight(layer).shape[1:]) == (lay.num_heads * lay.head_dim,)  # not a ZeRO-3 placeholder
 
 
-def _fold_plan(lay: HeadLayout, per_layer: dict[int, torch.Tensor]) -> dict[int, torch.Tensor] | None:
+def _exact_factors(f: torch.Tensor) -> bool:
+    """Whether W (g x) and (W g) x round alike: every factor is 1, 0 or +-2^k (1.5 would round differently)."""
+    f = f[(f != 0) & (f != 1)].double()
+    return bool(torch.isfinite(f).all()) and bool((torch.frexp(f).mantissa.abs() == 0.5).all())
+
+
+def _autocast_on(devices: set[str]) -> bool:
+    # Autocast caches a cast copy of each weight for its whole region, so in-place scaling would be
+    # missed (a copy made before) or outlive the fold (a copy made inside).
+    for device in devices | {"cpu", "cuda"}:
+        try:
+            if torch.is_autocast_enabled(device):
+                return True
+        except RuntimeError:  # a device type autocast does not know
+            continue
+    return False
+
+
+def _fold_plan(model, lay: HeadLayout, per_layer: dict[int, torch.Tensor]) -> dict[int, torch.Tensor] | None:
     """{layer: factors [heads]} when every out-projection can take its factors into its weight, else None."""
     if torch.is_grad_enabled():
         return None  # a backward pass would differentiate (and an optimizer update) the scaled weights
@@ -156,11 +175,17 @@ def _fold_plan(lay: HeadLayout, per_layer: dict[int, torch.Tensor]) -> dict[int,
             if not bool((f == f[:1]).all()):
                 return None  # a different intervention per sample
             f = f[0]
+        if not _exact_factors(f):
+            return None
         plan[layer] = f
     if not all(_foldable(lay, layer) for layer in plan):
         return None
-    if len({lay.out_projs[layer].weight.data_ptr() for layer in plan}) < len(plan):
-        return None  # shared weights would be scaled twice
+    if _autocast_on({lay.out_projs[layer].weight.device.type for layer in plan}):
+        return None
+    # A weight that any other module (in the plan or not) also uses would be scaled for it too.
+    uses = Counter(p.data_ptr() for _, p in model.named_parameters(remove_duplicate=False))
+    if any(uses[lay.out_projs[layer].weight.data_ptr()] > 1 for layer in plan):
+        return None
     return plan
 
 
@@ -173,7 +198,7 @@ def _folded(lay: HeadLayout, plan: dict[int, torch.Tensor]) -> Iterator[None]:
             for layer, f in plan.items():
                 weight = lay.out_weight(layer)  # a view [out, heads * head_dim], Conv1D included
                 heads = (f != 1).nonzero().flatten()
-                cols = (heads[:, None] * lay.head_dim + torch.arange(lay.head_dim)).flatten().to(weight.device)
+                cols = (heads[:, None] * lay.head_dim + torch.arange(lay.head_dim, device=heads.device)).flatten().to(weight.device)
                 saved.append((weight, cols, weight[:, cols].clone()))
                 g = f[heads].repeat_interleave(lay.head_dim).to(device=weight.device, dtype=weight.dtype)
                 weight[:, cols] = weight[:, cols] * g
@@ -197,19 +222,21 @@ def scale_heads(model, factors: FactorSpec, last_only: bool = False, fold: bool 
         fold: for inference, scale the matching input columns of the out-projection weights in place
             for the duration, instead of a hook on every forward (which costs about 2% of a decode
             step on emoji-llava), and put the saved columns back on exit, bit for bit. Taken only where
-            it is the same computation: gradients off, one factor row for the whole batch, every
-            position (not last_only), and plain nn.Linear or Conv1D out-projections that hold their
-            own full weights (not PEFT-wrapped, quantized, sharded, offloaded or shared). Anywhere
-            else the hooks run. Hooks installed before see what they would see under the hooks (the
-            unscaled heads); inside, the weights hold the factors, so a `capture_heads` entered inside
-            sees the unscaled heads too, and the model must not be used by another thread meanwhile.
+            it is the same computation, bit for bit: gradients off and autocast off, one factor row for
+            the whole batch, every position (not last_only), factors that are 0 or +-2^k (2 and 0.5
+            fold; 1.5 rounds differently in the weights, so it runs the hooks), and plain nn.Linear or
+            Conv1D out-projections that hold their own full weights (not PEFT-wrapped, quantized,
+            sharded, offloaded, or shared with any other module). Anywhere else the hooks run. Hooks
+            installed before see what they would see under the hooks (the unscaled heads); inside, the
+            weights hold the factors, so a `capture_heads` entered inside sees the unscaled heads too.
+            Inside the context do not turn gradients on, and do not use the model from another thread.
 
     The out-projection's bias, shared by all heads, is left as it is. Equivalent to scaling the
     matching input columns of the out-projection weight.
     """
     lay = layout(model)
     per_layer = normalize_factors(lay, factors)
-    plan = _fold_plan(lay, per_layer) if fold and not last_only else None
+    plan = _fold_plan(model, lay, per_layer) if fold and not last_only else None
     if plan is not None:
         with _folded(lay, plan):
             yield

@@ -17,7 +17,8 @@ When the image rows are padded (prompts of different lengths), the lockstep gets
 count them from the mask already, and a model whose forward takes no position ids is prefilled twice.
 
 While decoding, the chosen heads are scaled through the out-projection weights (`scale_heads(fold=True)`)
-where one factor row serves the batch, so the decode steps run no hook; otherwise through hooks.
+where one factor row serves the batch and alpha is a power of two (the default 2; other values round
+differently in the weights), so the decode steps run no hook; otherwise through hooks.
 
 Ablations (He et al. do not run them; they test what the choice and the placement contribute):
 `heads="random"` reinforces as many heads per layer and sample as VHD chose, drawn at random;
