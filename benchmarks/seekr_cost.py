@@ -33,17 +33,21 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/seekr_cost.json")
     args = ap.parse_args()
 
-    from headwise.cl.config import CLConfig
+    from headwise.cl.config import BenchmarkConfig, CLConfig
+    from headwise.cl.run import checked_tasks, open_run, trainer
     from headwise.cl.schedule import epoch_steps
-    from headwise.cli.cl import prepare
+    from headwise.models import load_model
 
     cfg = CLConfig(method="seekr", replay=0.25, epochs=1, batch_size=4, lr=1e-3 if args.lora else 5e-5, lora=args.lora,
                    eval_max=8, max_len=112, max_new_tokens=6, eval_batch_size=16, checkpoint_every=1000)
-    cl = prepare("smollm2", "wiki", args.out_dir, cfg, tasks=2, wiki_train=args.train_items, wiki_test=8, log=print)
+    bench = BenchmarkConfig(benchmark="wiki", tasks=2, wiki_train=args.train_items, wiki_test=8)
+    run = open_run(args.out_dir, "smollm2", "auto", bench, cfg)
+    tasks = checked_tasks(bench, [cfg], run.path("data"))
+    model, tok = load_model("smollm2")
+    cl = trainer(model, tok, tasks, cfg, run)
     result = cl.fit()
-    run, tasks = cl.run, cl.tasks
     cl.train_model.train()
-    pool = cl._replay_pool(1)
+    pool = cl.replay_pool(1)
     replay_refs = pool[:cfg.batch_size]
     task_refs = [(1, i) for i in range(cfg.batch_size)]
 
@@ -53,7 +57,7 @@ def main() -> None:
         cl.opt.zero_grad(set_to_none=True)  # timing only: the weights never change
         return time.perf_counter() - t0
 
-    kinds = {"seekr_replay": lambda: cl._replay_loss(replay_refs)["loss"],
+    kinds = {"seekr_replay": lambda: cl.method.replay_loss(cl, replay_refs)["loss"],
              "plain_replay": lambda: cl._task_loss([(j, i) for j, i, _ in replay_refs]),
              "task": lambda: cl._task_loss(task_refs)}
     times = {k: [] for k in kinds}
@@ -63,7 +67,8 @@ def main() -> None:
         for k, fn in kinds.items():
             times[k].append(step(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
-    steps = epoch_steps(len(tasks[1].train), len(pool), cfg.batch_size, cfg.seed, 1, 0, cfg.faithful, cfg.replay_cycle)
+    steps = epoch_steps(len(tasks[1].train), len(pool), cfg.batch_size, cfg.seed, 1, 0, cfg.auto_cycle == "truncate",
+                        cfg.replay_cycle)
     n_replay = sum(1 for k, _ in steps if k == "replay")
     n_task = len(steps) - n_replay
     seekr_per_step = (n_task * med["task"] + n_replay * med["seekr_replay"]) / len(steps)
@@ -73,7 +78,7 @@ def main() -> None:
     lay = cl.layout
     name = tasks[0].name
     items = state["buffers"][name]
-    lengths = [len(cl._enc(tasks[0], i)[0]) for i in items]
+    lengths = [len(cl.encoded(tasks[0], i)[0]) for i in items]
     all_heads = sum(lay.num_layers * lay.num_heads * n * n * 4 for n in lengths) / len(items)
     stored = state["store_bytes"][name] / len(items)
     out = {"model": "smollm2", "settings": cfg.to_dict(), "command": "python benchmarks/seekr_cost.py "

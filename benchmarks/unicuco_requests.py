@@ -28,7 +28,6 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -87,8 +86,8 @@ def main() -> None:
         # One fit per setting; the measurements below are shared, so another setting measures only its own strategies.
         name = "fit" if (args.windows, args.evals, args.spread) == (CalibConfig.windows, FitConfig.evals, FitConfig.spread) else \
             f"fit-w{args.windows}-e{args.evals}-s{args.spread}"
-        run = Run(work / name, "compress fit", {"model": args.model, "calibration": asdict(calib_cfg),
-                                                 "fit": asdict(fit_cfg)})
+        # Settings objects, so a fit recorded before a setting existed is found by the run's one rule.
+        run = Run(work / name, "compress fit", {"model": args.model, "calibration": calib_cfg, "fit": fit_cfg})
         fit(model, tok, args.model, calib_cfg, fit_cfg, run)
         fit_dir = run.dir
     state = json.loads((fit_dir / STATE).read_text())
@@ -98,7 +97,7 @@ def main() -> None:
     cache = fit_dir / CALIB
     calib = Calibration.load(cache, server.net.num_blocks) if cache.is_file() else collect(model, tok, server.calib_config)
     held = heldout(model, tok, server.calib_config, args.heldout_windows)
-    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size, server.calib_config.method, held)
+    ev = Evaluator.for_config(model, calib, server.space, server.calib_config, held)
 
     targets = [round(0.2 + 0.5 * i / (args.requests - 1), 4) for i in range(args.requests)]
     serve_times, strategies = [], {}
@@ -114,7 +113,9 @@ def main() -> None:
     apply_one = time.perf_counter() - t0
     ev.pruner.restore()
 
-    calib_key = json.dumps([asdict(server.calib_config), args.heldout_windows])
+    # The calibration as the StratNet recorded it at its fit: the committed measurements stay found by their digest
+    # when CalibConfig gains a field (its default is what a record without it means).
+    calib_key = json.dumps([server.meta["calibration"], args.heldout_windows])
 
     def measure(x: list[float]) -> dict:
         """One strategy's held-out KL and perplexity, kept under a digest of the strategy and the settings."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,36 +16,28 @@ class LoadedModel(NamedTuple):
 
 DTYPES = ("float32", "bfloat16", "float16")
 HUB_TIMEOUT = 5.0  # seconds for the one request that asks the hub whether a model exists
-# alias -> function returning the local folder to load (may raise AssetMissingError).
-ALIASES: dict[str, Callable[[], Path]] = {}
+# alias -> "module:function" returning the local folder to load (may raise AssetMissingError). Strings, resolved
+# on use, so that loading models imports no package that provides one (the testbed builds emoji-llava).
+ALIASES: dict[str, str] = {
+    "smollm2": "headwise.assets.registry:smollm2_dir",
+    "gemma3-270m": "headwise.assets.registry:gemma3_270m_dir",
+    "emoji-llava": "headwise.testbed.model:emoji_llava_dir",
+}
+# Weights from `headwise testbed train` (an emoji_llava.safetensors): a function of the file returning the folder
+# assembled from them with SmolLM2, as the shipped emoji-llava is.
+SAFETENSORS_MODEL = "headwise.testbed.model:emoji_llava_dir"
 
 
-def register_alias(name: str):
-    def wrap(fn):
-        ALIASES[name] = fn
-        return fn
-    return wrap
+def register_alias(name: str, target: str) -> None:
+    """Make `name` load the folder that `target` ("package.module:function") returns."""
+    ALIASES[name] = target
 
 
-@register_alias("smollm2")
-def _smollm2() -> Path:
-    from headwise.assets.registry import require
+def _call(target: str, *args):
+    import importlib
 
-    return require("smollm2") / "hf"
-
-
-@register_alias("gemma3-270m")
-def _gemma3_270m() -> Path:
-    from headwise.assets.registry import require
-
-    return require("gemma3-270m") / "hf"
-
-
-@register_alias("emoji-llava")
-def _emoji_llava() -> Path:
-    from headwise.testbed.model import emoji_llava_dir
-
-    return emoji_llava_dir()
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)(*args)
 
 
 def _is_vlm(config) -> bool:
@@ -56,14 +47,12 @@ def _is_vlm(config) -> bool:
 def _resolve(name_or_path: str) -> tuple[str, str | None]:
     """The path or hub id to load and, for a folder holding only GGUF files, the GGUF file name."""
     if name_or_path in ALIASES:
-        return str(ALIASES[name_or_path]()), None
+        return str(_call(ALIASES[name_or_path])), None
     path = Path(name_or_path).expanduser()
     if path.suffix == ".safetensors":
         # weights from `headwise testbed train`: assembled with SmolLM2 like the shipped emoji-llava
         # (checked by build() before anything is assembled; a cached folder was checked when built)
-        from headwise.testbed.model import emoji_llava_dir
-
-        return str(emoji_llava_dir(path)), None
+        return str(_call(SAFETENSORS_MODEL, path)), None
     if path.suffix == ".gguf":
         if not path.is_file():
             raise HeadwiseError(f"model file {path} does not exist.")

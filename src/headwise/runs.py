@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -17,10 +18,13 @@ import yaml
 from headwise.errors import HeadwiseError
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+def atomic_write(path: Path, data: str | bytes | Callable[[Path], Any]) -> None:
+    """Write `path` so that readers and a kill at any moment see either the old file or the whole new one.
 
-    The file gets the mode open() would give it (0666 less the umask): mkstemp's 0600 would survive the rename.
+    `data` is the content, or a function that writes it to the path it is given (torch.save, save_file).
+    It goes to a temporary file beside `path`, is flushed to disk, then renamed over `path`; a failure
+    removes the temporary file. The file gets the mode open() would give it (0666 less the umask): mkstemp's
+    0600 would survive the rename.
     """
     path = Path(path)
     if path.is_dir():
@@ -35,7 +39,14 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             continue
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if callable(data):
+                f.close()
+                data(tmp)
+                os.chmod(tmp, 0o666 & ~umask())  # writers that make their own file (safetensors) give it 0600
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename: a crash cannot leave an empty file behind the name
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -55,6 +66,33 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break
     return rows
+
+
+class JsonlLog:
+    """A JSON-lines file that grows one line per finished item and survives a kill at any moment.
+
+    Opening it reads the whole lines (a half-written last line is dropped) and, where something was
+    dropped or `keep` leaves lines out, rewrites the file atomically to exactly those lines, so appending
+    never continues a broken line. Each `append` is flushed at once.
+    """
+
+    def __init__(self, path: Path, keep: Callable[[dict], bool] | None = None):
+        self.path = Path(path)
+        raw = self.path.read_text(encoding="utf-8") if self.path.is_file() else ""
+        self.rows = [r for r in read_jsonl(self.path) if keep is None or keep(r)]
+        clean = "".join(json.dumps(r) + "\n" for r in self.rows)
+        if clean != raw or not self.path.is_file():
+            atomic_write(self.path, clean)
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """The whole file at once, atomically."""
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def umask() -> int:
@@ -129,21 +167,35 @@ OPENED: list[Run] = []
 class Run:
     """A run directory: `config.yaml` (what was asked), `results.json` (what came out), artefacts.
 
-    Reopening a directory with the same config resumes it; with a different config it is refused,
-    so results of different settings are never mixed.
+    Args:
+        out: the directory (None: a new one under runs/<command>/<time>).
+        command: the command's name, e.g. "cl run".
+        config: the settings that decide what the run computes: plain values and `Settings` objects,
+            nested as they are recorded.
+        *parts: `Settings` recorded flat beside `config`'s keys (a command whose record was always flat).
+        preset: the name of the preset the settings came from, recorded beside them (not compared: the
+            resolved settings are what the run computed).
+        defaults: for plain keys of `config` added after runs were recorded, the value an older record means.
+
+    Reopening a directory with the same settings resumes it; with different ones it is refused, so results
+    of different settings are never mixed. "The same" is one rule (`same_settings`): the older record is
+    read back through the current config classes, so a field it lacks takes its current default.
     """
 
-    def __init__(self, out: str | Path | None, command: str, config: dict[str, Any]):
+    def __init__(self, out: str | Path | None, command: str, config: dict[str, Any], *parts: Any,
+                 preset: str | None = None, defaults: dict[str, Any] | None = None):
         self.defaulted = out is None  # a fresh time-stamped directory: resuming needs --out
         if out is None:
             out = Path("runs") / command.replace(" ", "-") / time.strftime("%Y%m%d-%H%M%S")
         self.dir = check_out(out)
         self.command = command
-        self.config = config
+        self.preset = preset
+        self.config = record(config, *parts)
         saved = self.dir / "config.yaml"
         if saved.is_file():
             previous = yaml.safe_load(saved.read_text()) or {}
-            if previous.get("command") != command or previous.get("config") != _plain(config):
+            if previous.get("command") != command or not same_settings(previous.get("config"), config, *parts,
+                                                                        defaults=defaults):
                 raise HeadwiseError(
                     f"{self.dir} holds a run with different settings; choose a new --out or delete that directory."
                 )
@@ -151,7 +203,8 @@ class Run:
         else:
             self.resumed = False
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(saved, yaml.safe_dump({"command": command, "config": _plain(config)}, sort_keys=False))
+            head = {"command": command} | ({"preset": preset} if preset is not None else {})
+            atomic_write(saved, yaml.safe_dump({**head, "config": self.config}, sort_keys=False))
         OPENED.append(self)
 
     def path(self, name: str) -> Path:
@@ -167,9 +220,68 @@ class Run:
         return p
 
     def finish(self, results: dict[str, Any]) -> Path:
-        """Write results.json with the command, config and environment beside the results."""
-        return self.write_json("results.json", {"command": self.command, "config": _plain(self.config),
-                                                "env": environment(), **results})
+        """Write results.json with the command, preset, config and environment beside the results."""
+        head = {"command": self.command} | ({"preset": self.preset} if self.preset is not None else {})
+        return self.write_json("results.json", {**head, "config": self.config, "env": environment(), **results})
+
+
+def record(config: dict[str, Any], *parts: Any) -> dict[str, Any]:
+    """The plain record of a run's settings: `config` with its `Settings` as dicts, and `parts` merged in flat."""
+    from headwise.config import plain
+
+    out = _plain(plain(config))
+    for part in parts:
+        out.update(_plain(part.to_dict()))
+    return out
+
+
+def same_settings(previous: Any, config: dict[str, Any], *parts: Any, defaults: dict[str, Any] | None = None) -> bool:
+    """Whether a recorded config (what config.yaml or results.json holds) asks for what `config` and `parts` ask.
+
+    The one rule: the record is read back through the current settings, so every `Settings` field it lacks
+    takes its current default (and `Settings.upgrade` renames what an older release called otherwise); a plain
+    key it lacks matches only the value `defaults` gives it. Anything else must be equal.
+    """
+    if not isinstance(previous, dict):
+        return False
+    rest = dict(previous)
+    for part in parts:
+        cls = type(part)
+        upgraded = cls.upgrade(rest)
+        mine = set(cls.field_names())
+        if not _same_settings_object(cls, {k: v for k, v in upgraded.items() if k in mine}, part):
+            return False
+        rest = {k: v for k, v in upgraded.items() if k not in mine}
+    return _same(rest, config, defaults or {})
+
+
+def _same_settings_object(cls, previous: Any, current: Any) -> bool:
+    try:
+        return cls.from_dict(previous) == current
+    except (HeadwiseError, TypeError, ValueError):
+        return False
+
+
+def _same(previous: Any, current: Any, defaults: Any) -> bool:
+    from headwise.config import Settings
+
+    if isinstance(current, Settings):
+        return _same_settings_object(type(current), previous, current)
+    if isinstance(current, dict):
+        if not isinstance(previous, dict) or set(previous) - set(current):
+            return False
+        defaults = defaults if isinstance(defaults, dict) else {}
+        for key, value in current.items():
+            if key in previous:
+                if not _same(previous[key], value, defaults.get(key)):
+                    return False
+            elif isinstance(value, Settings):
+                if not _same_settings_object(type(value), {}, value):
+                    return False
+            elif key not in defaults or _plain(defaults[key]) != _plain(value):
+                return False
+        return True
+    return _plain(previous) == _plain(current)
 
 
 def _plain(obj: Any) -> Any:

@@ -1,5 +1,8 @@
 """Tiny random-config models of every supported family, for tests and benchmarks.
 
+Text families are built here; vision-language families come from `headwise.testing_vlm`, which
+builds them with their real processors (one builder for both uses).
+
 Each builder returns a model small enough that a forward pass takes milliseconds on a CPU,
 with at least two layers, grouped-query attention where the family has it, and heads wide
 enough that per-head maths is not degenerate.
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import torch
 import transformers as tf
+
+from headwise import testing_vlm
 
 VOCAB = 128
 _TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -49,55 +54,11 @@ def _text_configs():
     }
 
 
-IMAGE_TOKEN = VOCAB - 1
-_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-               image_size=16, patch_size=8)
-
-
-def _vlm_configs():
-    text = _llama_like()
-    return {
-        "llava": lambda: tf.LlavaForConditionalGeneration(tf.LlavaConfig(
-            vision_config=tf.CLIPVisionConfig(**_VISION), text_config=tf.LlamaConfig(**text),
-            image_token_id=IMAGE_TOKEN, vision_feature_layer=-1)),
-        "llava_next": lambda: tf.LlavaNextForConditionalGeneration(tf.LlavaNextConfig(
-            vision_config=tf.CLIPVisionConfig(**_VISION), text_config=tf.LlamaConfig(**text),
-            image_token_id=IMAGE_TOKEN, vision_feature_layer=-1, image_grid_pinpoints=[[16, 16]])),
-        "instructblip": lambda: tf.InstructBlipForConditionalGeneration(tf.InstructBlipConfig(
-            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                               num_attention_heads=4, image_size=16, patch_size=8),
-            qformer_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=1, num_attention_heads=4, encoder_hidden_size=32),
-            text_config=tf.LlamaConfig(**text).to_dict(), num_query_tokens=4,
-            image_token_index=IMAGE_TOKEN)),
-        "qwen2_vl": lambda: tf.Qwen2VLForConditionalGeneration(tf.Qwen2VLConfig(
-            text_config=dict(**text, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}),
-            vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4, patch_size=4,
-                               spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
-            image_token_id=IMAGE_TOKEN, video_token_id=IMAGE_TOKEN - 1,
-            vision_start_token_id=IMAGE_TOKEN - 2, vision_end_token_id=IMAGE_TOKEN - 3)),
-        "qwen2_5_vl": lambda: tf.Qwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLConfig(
-            text_config=dict(**text, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}),
-            vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=4,
-                               out_hidden_size=32, patch_size=4, spatial_merge_size=2,
-                               temporal_patch_size=2, in_channels=3, fullatt_block_indexes=[0],
-                               window_size=8),
-            image_token_id=IMAGE_TOKEN, video_token_id=IMAGE_TOKEN - 1,
-            vision_start_token_id=IMAGE_TOKEN - 2, vision_end_token_id=IMAGE_TOKEN - 3)),
-        "idefics3": lambda: tf.Idefics3ForConditionalGeneration(tf.Idefics3Config(
-            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                               num_attention_heads=4, image_size=16, patch_size=4),
-            text_config=tf.LlamaConfig(**text).to_dict(), image_token_id=IMAGE_TOKEN, scale_factor=2)),
-        "smolvlm": lambda: tf.SmolVLMForConditionalGeneration(tf.SmolVLMConfig(
-            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                               num_attention_heads=4, image_size=16, patch_size=4),
-            text_config=tf.LlamaConfig(**text).to_dict(), image_token_id=IMAGE_TOKEN, scale_factor=2)),
-    }
-
-
 TEXT_FAMILIES = tuple(_text_configs())
-VLM_FAMILIES = tuple(_vlm_configs())
+VLM_FAMILIES = testing_vlm.VLM_FAMILIES  # the one builder of tiny VLMs, with their real processors
 FAMILIES = TEXT_FAMILIES + VLM_FAMILIES
+# Token ids that are plain words in every tiny vocabulary: below them the VLMs' special and image tokens.
+FIRST_WORD = len(testing_vlm.SPECIAL_TOKENS)
 
 
 # Gemma2's logit soft-capping has no sdpa kernel in transformers, so it only runs eagerly.
@@ -115,20 +76,19 @@ def tiny_model(family: str, attn_implementation: str = "sdpa", seed: int = 0, dt
         config._attn_implementation = attn_implementation
         model = model_cls(config)
     elif family in VLM_FAMILIES:
-        model = _vlm_configs()[family]()
-        model.set_attn_implementation(attn_implementation)
+        model = testing_vlm.tiny_vlm(family, seed=seed, attn_implementation=attn_implementation)[0]
     else:
         raise KeyError(f"unknown tiny family {family!r}; known: {', '.join(FAMILIES)}")
     return model.to(dtype).eval()
 
 
 def text_batch(batch: int = 2, length: int = 9, left_pad: int = 0, seed: int = 0):
-    """Random token ids (avoiding special and image tokens) with an attention mask.
+    """Random token ids (plain words: no special or image token of any tiny vocabulary) with an attention mask.
 
     Row i > 0 is left-padded by `left_pad * i` positions, so a batch mixes padding lengths.
     """
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, VOCAB - 8, (batch, length), generator=g)
+    ids = torch.randint(FIRST_WORD, VOCAB - 8, (batch, length), generator=g)
     mask = torch.ones_like(ids)
     for i in range(batch):
         pad = min(left_pad * i, length - 2)

@@ -38,9 +38,9 @@ def test_buffer_sizes_per_ratio(ratio, size, want, faithful_want):
     assert select(list(range(size)), ratio, "first", 0) == list(range(want))
     if faithful_want is None:
         with pytest.raises(HeadwiseError, match="keeps int"):
-            buffer_size(ratio, size, faithful=True)
+            buffer_size(ratio, size, truncate=True)
     else:
-        assert buffer_size(ratio, size, faithful=True) == faithful_want
+        assert buffer_size(ratio, size, truncate=True) == faithful_want
 
 
 @pytest.mark.parametrize("ratio", [0, -0.5, 1.5, float("nan")])
@@ -84,11 +84,11 @@ def test_hierarchical_selection_respects_budgets():
 
 def test_query_rows():
     rng = random.Random(0)
-    rows = query_rows(10, 4, rng, faithful=False)
+    rows = query_rows(10, 4, rng, resample=False)
     assert len(rows) == 4 and rows == sorted(rows) and len(set(rows)) == 4
-    assert query_rows(3, 4, rng, faithful=False) is None
-    assert len(query_rows(3, 4, rng, faithful=True)) == 4  # with replacement, as the original
-    assert query_rows(10, 0, rng, faithful=False) is None
+    assert query_rows(3, 4, rng, resample=False) is None
+    assert len(query_rows(3, 4, rng, resample=True)) == 4  # with replacement, as the original
+    assert query_rows(10, 0, rng, resample=False) is None
 
 
 def test_attention_kl_matches_a_loop_and_is_zero_for_equal_maps():
@@ -131,7 +131,7 @@ def test_logit_kd_positions_and_topk():
 def test_schedule_follows_the_reference_loop():
     """jinghan1he/SEEKR training/seekr.py `train_one_task`: for task step k, a replay step runs first when
     (k + 1) % replay_cycle == 0, with replay_cycle = len(train_loader) // len(replay_loader) unless given."""
-    steps = epoch_steps(8, 2, 2, 0, 1, 0, faithful=False)  # 4 task batches, 1 replay batch: cycle 4
+    steps = epoch_steps(8, 2, 2, 0, 1, 0, truncate_cycle=False)  # 4 task batches, 1 replay batch: cycle 4
     assert [k for k, _ in steps] == ["task", "task", "task", "replay", "task"]
     assert epoch_steps(8, 2, 2, 0, 1, 0, False) == steps  # seeded
     # 6 task batches, 2 replay batches: cycle 3, replay before task steps 2 and 5.
@@ -143,8 +143,8 @@ def test_schedule_follows_the_reference_loop():
     assert [k for k, _ in given] == ["task", "replay", "task", "task", "replay", "task", "task", "replay", "task"]
     assert given[1][1] == given[4][1] == given[7][1]
     # 1 task batch, 3 replay batches: automatic cycle 0. The reference never replays (faithful); we use 1.
-    assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, faithful=True)] == ["task"]
-    assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, faithful=False)] == ["replay", "task"]
+    assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, truncate_cycle=True)] == ["task"]
+    assert [k for k, _ in epoch_steps(2, 6, 2, 0, 1, 0, truncate_cycle=False)] == ["replay", "task"]
     for bad in (0, -1):
         with pytest.raises(HeadwiseError, match="replay cycle"):
             epoch_steps(8, 2, 2, 0, 1, 0, False, cycle=bad)
@@ -165,13 +165,23 @@ def test_replay_cycle_is_checked_against_the_tasks():
             CLConfig(replay_cycle=bad)
 
 
-def test_config_validation_and_faithful_switch():
-    assert CLConfig(faithful=True).query_budget == 0 and CLConfig(faithful=True).logit_topk == 0
-    assert CLConfig().shifted_kd and not CLConfig(faithful=True).shifted_kd
+def test_config_validation_and_the_faithful_preset():
+    """The `faithful` preset is data: the original code's choice for every setting whose default fixes it
+    (docs/seekr.md#faithful-mode); explicit settings override it."""
+    faithful = CLConfig.resolve("faithful")
+    assert faithful.query_budget == 0 and faithful.logit_topk == 0 and faithful.replay_sampling == "first"
+    assert (faithful.kd_positions, faithful.sensitivity_entries, faithful.buffer_sizes, faithful.auto_cycle,
+            faithful.short_queries) == ("own-label", "all", "truncate", "truncate", "resample")
+    assert CLConfig().kd_positions == "shifted" and CLConfig().sensitivity_entries == "valid"
+    assert CLConfig.resolve("faithful", {"query_budget": 8}).query_budget == 8
+    with pytest.raises(HeadwiseError, match="unknown preset 'paperish'"):
+        CLConfig.resolve("paperish")
+    with pytest.raises(HeadwiseError, match="kd positions must be one of"):
+        CLConfig(kd_positions="sideways")
     for bad in (dict(replay=0), dict(replay=2.5), dict(method="ewc2"), dict(epochs=0), dict(lr=-1)):
         with pytest.raises(HeadwiseError):
             CLConfig(**bad)
-    with pytest.raises(HeadwiseError, match="unknown settings"):
+    with pytest.raises(HeadwiseError, match="unknown CLConfig settings"):
         CLConfig.from_dict({"nope": 1})
 
 
@@ -199,12 +209,11 @@ def test_which_set_ups_shard_the_weights():
 
     from accelerate.utils import DistributedType as D
 
-    from headwise.cl.distributed import shards_parameters
+    from headwise.distributed import shards_parameters
 
     def acc(kind, **state):
         return NS(distributed_type=kind, state=NS(**state))
 
-    assert not shards_parameters(None)
     assert not shards_parameters(acc(D.MULTI_CPU))
     assert shards_parameters(acc(D.FSDP, fsdp_plugin=NS(fsdp_version=2)))
     with pytest.raises(HeadwiseError, match="needs FSDP version 2"):

@@ -246,3 +246,30 @@ def test_sensitivity_equals_gradients_of_eager_attentions(masked):
     assert torch.allclose(maps, torch.stack([a[0, :, [2, 7]] for a in out.attentions]).detach(), atol=1e-5)
     assert torch.allclose(logits, out.logits[0].detach(), atol=1e-5)
     assert all(p.grad is None for p in model.parameters())  # no leak into the next optimizer step
+
+
+def test_accumulation_through_the_accelerator_gives_the_full_batch_step(tmp_path, trace_dir, tok):
+    """Gradient accumulation goes through the Accelerator (headwise.distributed): 2 micro-batches of 1 give the
+    weights of 1 batch of 2 (the items hold answers of equal length, so the token mean of the batch is the mean of
+    the micro-batch means), the optimizer steps every second micro-step and at a task's last one, and only
+    those micro-steps log a gradient norm."""
+    def final_weights(out, **kw):
+        cfg = CLConfig(**{**FAST, "method": "seqft", "epochs": 1, "checkpoint_every": 100, **kw})
+        model = tiny_model("llama")
+        Continual(model, tok, load_trace(trace_dir), cfg, Run(tmp_path / out, "cl run", {}, cfg),
+                  log=lambda s: None, progress=False).fit()
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    whole = final_weights("whole", batch_size=2, grad_accum=1)
+    accumulated = final_weights("accumulated", batch_size=1, grad_accum=2)
+    one_step_each = final_weights("one", batch_size=1, grad_accum=1)
+    assert all(torch.allclose(whole[n], accumulated[n], atol=1e-6) for n in whole)
+    assert not all(torch.allclose(whole[n], one_step_each[n], atol=1e-4) for n in whole)  # the test can fail
+    records = losslog.read(tmp_path / "accumulated" / "losses.jsonl")
+    assert len(records) == 16  # 8 items per task, 2 tasks, batch 1
+    assert [r["grad_norm"] is not None for r in records[:8]] == [False, True] * 4
+
+    odd = final_weights("odd", batch_size=1, grad_accum=3)  # 8 micro-steps: steps after 3, 6 and the last (8)
+    records = losslog.read(tmp_path / "odd" / "losses.jsonl")
+    assert [i for i, r in enumerate(records[:8]) if r["grad_norm"] is not None] == [2, 5, 7]
+    assert all(torch.isfinite(v).all() for v in odd.values())

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from headwise.cl import trainer as trainer_module
+from headwise.cl import methods as methods_module
 from headwise.cl.config import CLConfig
 from headwise.cl.data import collate, load_trace
 from headwise.cl.trainer import Continual
@@ -31,7 +31,7 @@ FORGET = {"a": [[0.1, 0.1, 0.1, 0.1], [0.8, 0.4, 0.1, 0.1]], "b": [[0, 0, 0, 0.3
 def test_importance_accumulates_normalised_sensitivity_times_forgettability(tmp_path, trace_dir, tok, monkeypatch):
     """I <- I + (S / row sums of S) * F after every task; then the top B_L layers by row sum of I, and the top
     B_H heads inside them (seekr.md §4.3-4.4)."""
-    real = trainer_module.sensitivity_and_maps
+    real = methods_module.sensitivity_and_maps
     current = {}
 
     def sensitivity(model, ids, labels, rows, masked):
@@ -41,16 +41,16 @@ def test_importance_accumulates_normalised_sensitivity_times_forgettability(tmp_
     def forget(before, after):
         return torch.tensor(FORGET[current["task"]])
 
-    monkeypatch.setattr(trainer_module, "sensitivity_and_maps", sensitivity)
-    monkeypatch.setattr(trainer_module, "forgettability", forget)
+    monkeypatch.setattr(methods_module, "sensitivity_and_maps", sensitivity)
+    monkeypatch.setattr(methods_module, "forgettability", forget)
     cl = trainer(tmp_path / "run", trace_dir, tok)
-    post = cl._post_task
+    post = cl.method.teacher
 
-    def post_task(t):
-        current["task"] = cl.tasks[t].name
-        return post(t)
+    def post_task(trainer, t):
+        current["task"] = trainer.tasks[t].name
+        return post(trainer, t)
 
-    cl._post_task = post_task
+    monkeypatch.setattr(cl.method, "teacher", post_task)
     res = cl.fit()
     # By hand: (S_a / rows) * F_a = [[.025, .025, .05, 0], [.6, .1, 0, 0]]; (S_b / rows) * F_b =
     # [[0, 0, 0, .3], [0, 0, .05, .01]]. After a: layer 1 (0.7 > 0.1), heads 0 and 1. After b, the sum
@@ -62,18 +62,18 @@ def test_importance_accumulates_normalised_sensitivity_times_forgettability(tmp_
 
 
 def test_replay_loss_is_the_weighted_sum_of_ce_logit_kd_and_attention_kl(tmp_path, trace_dir, tok):
-    """(1 - alpha) CE + alpha KD + lambda KL (seekr.md §3.3), with alpha and lambda away from the defaults, each
-    part recomputed here from an eager forward and the stored teacher signals."""
+    """(1 - alpha) CE + alpha KD + lambda KL (seekr.md §3.3; alpha is `kd_weight`), with alpha and lambda away from
+    the defaults, each part recomputed here from an eager forward and the stored teacher signals."""
     from headwise.cl.losses import attention_kl
 
     alpha, lam = 0.3, 5000.0  # lambda large enough that its term shows next to CE and KD
-    cl = trainer(tmp_path / "run", trace_dir, tok, alpha=alpha, lam=lam)
+    cl = trainer(tmp_path / "run", trace_dir, tok, kd_weight=alpha, lam=lam)
     cl.fit()
-    refs = cl._replay_pool(1)
-    got = cl._replay_loss(refs)
-    rows = [cl._enc(cl.tasks[j], i) for j, i, _ in refs]
+    refs = cl.replay_pool(1)
+    got = cl.method.replay_loss(cl, refs)
+    rows = [cl.encoded(cl.tasks[j], i) for j, i, _ in refs]
     b = collate(rows, cl.pad)
-    teachers = [cl._shard(j).sample(k) for j, _, k in refs]
+    teachers = [cl.shard(j).sample(k) for j, _, k in refs]
     cl.core.set_attn_implementation("eager")
     with torch.no_grad():
         out = cl.core(**b, output_attentions=True, use_cache=False)
@@ -132,21 +132,21 @@ def test_derpp_distils_the_logits_of_the_model_right_after_the_old_task(tmp_path
         if cl.tasks[1].name in cl.state["timing"]:
             raise Stop
 
-    cl = trainer(tmp_path / "run", trace_dir, tok, method="derpp", alpha=0.25)
+    cl = trainer(tmp_path / "run", trace_dir, tok, method="derpp", kd_weight=0.25)
     with pytest.raises(Stop):
         cl.fit(stop)
     after_a = tiny_model("llama")
     ck = torch.load(tmp_path / "run" / "checkpoint" / "ckpt.pt", weights_only=True)
     assert ck["progress"]["task"] == 0  # the checkpoint of the end of task a
     after_a.load_state_dict(ck["weights"], strict=False)
-    shard = cl._shard(0)
+    shard = cl.shard(0)
     for k, item in enumerate(cl.state["buffers"]["a"]):
-        ids, labels = cl._enc(cl.tasks[0], item)
+        ids, labels = cl.encoded(cl.tasks[0], item)
         with torch.no_grad():
             logits = after_a(input_ids=torch.tensor([ids])).logits[0]
         positions = [p for p in range(len(ids) - 1) if labels[p + 1] != -100]
         want = F.log_softmax(logits[positions].float(), -1)
         assert torch.allclose(shard.sample(k)["logprobs"].float(), want, atol=2e-3)
-    parts = cl._replay_loss(cl._replay_pool(1))
+    parts = cl.method.replay_loss(cl, cl.replay_pool(1))
     assert parts["attn"] is None
     assert parts["loss"].item() == pytest.approx((0.75 * parts["ce"] + 0.25 * parts["kd"]).item(), rel=1e-5)

@@ -8,8 +8,8 @@ import torch
 
 from headwise.cl.config import CLConfig
 from headwise.cl.data import load_trace
-from headwise.cl.trainer import Continual
-from headwise.eval.runner import process_state
+from headwise.cl.run import trainer as make_trainer
+from headwise.distributed import process_state
 from headwise.runs import Run
 from headwise.testing import tiny_model
 
@@ -18,23 +18,18 @@ from cl_helpers import TinyTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 state = process_state()
-accelerator = None
-if state.num_processes > 1:
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=True)
 # A buffer of 5 at batch 4: the second replay batch holds 1 item, so one of 2 processes gets none.
 cfg = CLConfig(batch_size=4, lr=1e-3, epochs=2, replay=5, max_new_tokens=2, layer_budget=1, head_budget=2,
                query_budget=4, logit_topk=8, checkpoint_every=100, seed=3)
-run = Run(sys.argv[2], "cl run", cfg.to_dict())
-trainer = Continual(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run,
-                    accelerator=accelerator, log=lambda s: None)
-trainer.sharded = accelerator is not None and sys.argv[3:] == ["all-ranks"]
+run = Run(sys.argv[2], "cl run", {}, cfg)
+# The one distributed path: the trainer builds its Accelerator (one process, or what `accelerate launch` set up).
+trainer = make_trainer(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run, log=lambda s: None)
+trainer.sharded = trainer.world > 1 and sys.argv[3:] == ["all-ranks"]
 trainer.fit()
 if state.is_main_process:
     (run.dir / "world.txt").write_text(str(state.num_processes))
-if accelerator is not None:
-    accelerator.end_training()  # close the process group before exit, as a launched script should
+if trainer.world > 1:
+    trainer.acc.end_training()  # close the process group before exit, as a launched script should
     # In the every-process mode a non-main gloo process aborted in C++ teardown, after Python had
     # finished and every file was written (2 of 31 runs, "Fatal Python error: Aborted" with no Python
     # frame); skip that teardown so the test judges the run, not the interpreter's exit.

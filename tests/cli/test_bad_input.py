@@ -4,24 +4,11 @@ through the CLI's own `main` (an exception that escaped it would fail the test),
 per case; tests/cli/test_cli.py covers the same path in subprocesses."""
 
 import json
-import sys
 
 import pytest
 import torch
 
-
-def headwise(monkeypatch, capsys, *args):
-    """(exit status, stdout, stderr) of `headwise ARGS`."""
-    from headwise.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headwise", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_helpers import headwise
 
 
 def assert_clean_failure(result, message):

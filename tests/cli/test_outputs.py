@@ -25,6 +25,7 @@ WRITERS = {
     "cl run": ["cl", "run", "--model", "smollm2", "--out", "OUT"],
     "cl table": ["cl", "table", "--model", "smollm2", "--out", "OUT"],
     "vhr heads --plot": ["vhr", "heads", "--model", "emoji-llava", "--image", "img.png", "--plot", "OUT"],
+    "vhr analyze": ["vhr", "analyze", "--model", "emoji-llava", "--images", "img", "--annotations", "ann", "--out", "OUT"],
     "demo": ["demo", "--out", "OUT"],
 }
 # /sys refuses mkdir even to root (EPERM, or EROFS where it is mounted read-only); chmod would not stop root.

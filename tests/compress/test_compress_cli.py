@@ -127,7 +127,8 @@ def test_serve_stopped_mid_way_keeps_the_answered_requests(tiny_stratnet, tmp_pa
     (first,) = [json.loads(line) for line in out.path("results.jsonl").read_text().splitlines()]
     assert asked == ["a"] and first["id"] == "a"
     first["kl"] = -1.0  # a value serving would never produce: it must survive the resume
-    out.path("results.jsonl").write_text(json.dumps(first) + "\n")
+    # and a kill in the middle of writing b's line leaves half a line, which the resume redoes (issue 30)
+    out.path("results.jsonl").write_text(json.dumps(first) + "\n" + '{"id": "b", "request": {"spars')
 
     def counting(self, request):
         asked.append(request["id"])

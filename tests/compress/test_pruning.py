@@ -30,7 +30,7 @@ def test_wanda_masks_match_an_independent_computation(family, faithful, calibrat
     inputs = linear_inputs(model, calib.ids)
     dense = {k: (m.weight.t() if type(m).__name__ == "Conv1D" else m.weight).detach().clone()
              for k, m in ((( b, n), m) for b, ls in enumerate(block_linears(model)) for n, m in ls)}
-    pruner = WandaPruner(model, calib.norms, faithful=faithful)
+    pruner = WandaPruner(model, calib.norms, rounding="floor" if faithful else "nearest")
     ratios = [0.3, 0.6]  # 0.3 of 32 inputs: 9.6, where int() and round() disagree (9 and 10 weights per row)
     pruner.apply(ratios)
     for b, linears in enumerate(block_linears(model)):
@@ -44,7 +44,7 @@ def test_wanda_masks_match_an_independent_computation(family, faithful, calibrat
 def test_reference_truncates_the_count_and_ours_rounds_it(tiny_llama):
     model, calib = tiny_llama
     for faithful, per_row in ((True, 9), (False, 10)):  # locuslab/wanda: int(32 * 0.3) = 9; ours: round(9.6) = 10
-        pruner = WandaPruner(model, calib.norms, faithful=faithful)
+        pruner = WandaPruner(model, calib.norms, rounding="floor" if faithful else "nearest")
         pruner.apply([0.3, 0.0])
         q_proj = model.model.layers[0].self_attn.q_proj.weight
         assert q_proj.shape[1] == 32 and ((q_proj == 0).sum(1) == per_row).all()

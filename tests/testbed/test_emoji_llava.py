@@ -34,12 +34,12 @@ def test_loads_and_captions_a_scene(emoji_llava):
 
 def test_vhr_alpha_one_is_greedy_on_the_real_model(emoji_llava):
     from headwise.testbed.scenes import render, sample_scene
-    from headwise.vhr import generate
+    from headwise.vhr import VHRConfig, generate
 
     model, proc = emoji_llava
     img = render(sample_scene(11, 1))
     greedy = generate(model, proc, [img], "Please describe this image in detail.", method="greedy", max_new_tokens=24)
-    vhr = generate(model, proc, [img], "Please describe this image in detail.", method="vhr", alpha=1.0,
+    vhr = generate(model, proc, [img], "Please describe this image in detail.", VHRConfig(alpha=1.0),
                    max_new_tokens=24)
     assert torch.equal(greedy.sequences, vhr.sequences)
     assert vhr.heads.sum(-1)[0, 1].item() == 4  # 9 heads: the 4 strictly above the median

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from headwise.testbed.evaluate import TableConfig, evaluate, markdown
+from headwise.testbed.evaluate import TableConfig, evaluate, markdown, open_run
+from headwise.vhr import VHRConfig
 from headwise.testing_vlm import tiny_vlm
 
 
@@ -24,20 +25,20 @@ def test_table_over_seeds_and_methods_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(vlm, "run_items", recording)
     real_pope = ev.run_pope
 
-    def stop_at_seed1_pope(decoder, questions, images, run):
+    def stop_at_seed1_pope(decoder, pope, run):
         if run.dir.name == "seed1-greedy-pope-random":
             raise KeyboardInterrupt
-        return real_pope(decoder, questions, images, run)
+        return real_pope(decoder, pope, run)
 
     monkeypatch.setattr(ev, "run_pope", stop_at_seed1_pope)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(tmp_path, cfg, model, proc)
+        evaluate(model, proc, cfg, open_run(tmp_path, cfg))
     done = {cell for cell, _ in worked}
     assert done == {"seed0-greedy-chair", "seed0-greedy-pope-random", "seed0-vhr-chair", "seed0-vhr-pope-random",
                     "seed1-greedy-chair"}
     monkeypatch.setattr(ev, "run_pope", real_pope)
     worked.clear()
-    result = evaluate(tmp_path, cfg, model, proc)  # resumes: the finished cells are read, not recomputed
+    result = evaluate(model, proc, cfg, open_run(tmp_path, cfg))  # resumes: the finished cells are read, not recomputed
     assert {cell for cell, _ in worked} == {"seed1-greedy-pope-random", "seed1-vhr-chair", "seed1-vhr-pope-random"}
 
     # Each table entry is the mean and population std over the seeds of the cells' own results.
@@ -64,7 +65,7 @@ def test_table_over_seeds_and_methods_resumes(tmp_path, monkeypatch):
     ids = [json.loads((tmp_path / f"seed0-{m}-chair" / "image_ids.json").read_text()) for m in cfg.methods]
     assert ids[0] == ids[1]
     worked.clear()
-    again = evaluate(tmp_path, cfg, model, proc)  # everything is already computed: nothing runs, same numbers
+    again = evaluate(model, proc, cfg, open_run(tmp_path, cfg))  # everything is already computed: nothing runs, same numbers
     assert worked == [] and again["table"] == result["table"]
 
 
@@ -72,7 +73,8 @@ def test_markdown_names_vhr_settings_and_shows_no_spread_for_one_seed():
     one = {"mean": 0.5, "std": 0.0, "values": [0.5]}
     row = {k: one for k in ("chair_s", "chair_i", "recall", "len", "seconds_per_caption", "pope_random_f1",
                             "pope_random_accuracy")}
-    cfg = TableConfig(seeds=[0], methods=["greedy", "vhr"], splits=["random"], layers=[1, 17, 18, 19, 25])
+    cfg = TableConfig(seeds=[0], methods=["greedy", "vhr"], splits=["random"],
+                      vhr=VHRConfig(layers=[1, 17, 18, 19, 25]))
     lines = markdown({"greedy": row, "vhr": row}, cfg).splitlines()
     assert lines[3].startswith("| vhr (alpha 2, layers 1, 17-19, 25) | 50.0 | 50.0 |") and "±" not in lines[3]
     cfg = TableConfig(seeds=[0, 1], methods=["vhr"], splits=["random"])

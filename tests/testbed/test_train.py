@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from headwise.errors import HeadwiseError
 from headwise.testbed import model as tbm
 from headwise.testbed import train as tr
 
@@ -309,6 +310,14 @@ def test_full_lr_without_full_ft_is_one_sentence_and_exit_2(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_lora_runs_record_no_full_ft_settings_so_older_run_directories_resume():
-    assert not {"full_ft", "full_lr"} & set(tr._recorded(tr.TrainConfig()))
-    assert {"full_ft", "full_lr"} <= set(tr._recorded(tr.TrainConfig(full_ft=True)))
+def test_run_directories_recorded_before_full_ft_existed_resume(tmp_path):
+    """A LoRA run recorded without the full fine-tune's fields resumes (they take their defaults); a full one does not."""
+    import yaml
+
+    from headwise.runs import Run
+
+    old = {k: v for k, v in tr.TrainConfig().to_dict().items() if k not in ("full_ft", "full_lr")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"command": "testbed train", "config": old}))
+    assert Run(tmp_path, "testbed train", {}, tr.TrainConfig()).resumed
+    with pytest.raises(HeadwiseError, match="different settings"):
+        Run(tmp_path, "testbed train", {}, tr.TrainConfig(full_ft=True))

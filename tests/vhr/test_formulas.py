@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from headwise.testing_vlm import test_image, tiny_vlm
-from headwise.vhr import baselines, generate, lockstep, select_heads, token_score, token_vhd
+from headwise.vhr import PAIConfig, VCDConfig, baselines, generate, lockstep, select_heads, token_score, token_vhd
 from headwise.vhr.inputs import encode, to_device
 
 PROMPT = "describe the image ."
@@ -159,7 +159,7 @@ def test_vcd_first_step_by_hand(monkeypatch):
     model, proc = peaked_llava()
     img, a, beta = test_image(3), 0.7, 0.02
     main, contrast, combined = first_step_combined(monkeypatch, lambda: generate(
-        model, proc, [img], PROMPT, method="vcd", cd_alpha=a, cd_beta=beta, max_new_tokens=1))
+        model, proc, [img], PROMPT, VCDConfig(cd_alpha=a, cd_beta=beta), max_new_tokens=1))
     inputs = to_device(encode(model, proc, [img], [PROMPT]), model)
     with torch.no_grad():
         l = model(**inputs).logits[0, -1].float()
@@ -197,7 +197,7 @@ def test_pai_first_step_by_hand(monkeypatch):
     model, proc = peaked_llava()
     img, a, g = test_image(4), 0.5, 1.5
     main, contrast, combined = first_step_combined(monkeypatch, lambda: generate(
-        model, proc, [img], PROMPT, method="pai", pai_alpha=a, pai_gamma=g, pai_layers=(0, 2), max_new_tokens=1))
+        model, proc, [img], PROMPT, PAIConfig(pai_alpha=a, pai_gamma=g, pai_layers=(0, 2)), max_new_tokens=1))
     image, text, _ = two_streams("llava", model, proc, img)
     image_keys = (image["input_ids"][0] == model.config.image_token_id).nonzero().flatten()
 

@@ -4,7 +4,8 @@ import torch
 from headwise.errors import HeadwiseError
 from headwise.heads import capture_heads, layout, scale_heads
 from headwise.testing_vlm import test_image, tiny_vlm
-from headwise.vhr import METHODS, generate, head_divergence, lockstep, select_heads, token_score, token_vhd
+from headwise.vhr import (METHODS, PAIConfig, VCDConfig, VHRConfig, generate, head_divergence, lockstep,
+                          select_heads, token_score, token_vhd)
 from headwise.vhr.heads import default_layers
 from headwise.vhr.inputs import encode, to_device
 
@@ -15,7 +16,7 @@ def test_alpha_one_reproduces_greedy(vlm):
     _, model, proc = vlm
     img = test_image(0)
     greedy = generate(model, proc, [img], PROMPT, method="greedy", max_new_tokens=8)
-    vhr = generate(model, proc, [img], PROMPT, method="vhr", alpha=1.0, layers=[0, 1], max_new_tokens=8)
+    vhr = generate(model, proc, [img], PROMPT, VHRConfig(alpha=1.0, layers=[0, 1]), max_new_tokens=8)
     assert torch.equal(greedy.sequences, vhr.sequences) and greedy.texts == vhr.texts
     assert vhr.heads.any()  # heads were chosen; alpha 1 just leaves them as they are
 
@@ -69,9 +70,9 @@ def test_each_sample_in_a_batch_gets_its_own_heads_and_text(vlm):
     _, model, proc = vlm
     imgs = [test_image(4), test_image(5, size=(24, 40)), test_image(6)]
     prompts = [PROMPT, "what is in the picture ?", PROMPT]
-    batch = generate(model, proc, imgs, prompts, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=6)
+    batch = generate(model, proc, imgs, prompts, VHRConfig(alpha=3.0, layers=[0, 1]), max_new_tokens=6)
     for i in range(3):
-        alone = generate(model, proc, [imgs[i]], [prompts[i]], method="vhr", alpha=3.0, layers=[0, 1],
+        alone = generate(model, proc, [imgs[i]], [prompts[i]], VHRConfig(alpha=3.0, layers=[0, 1]),
                          max_new_tokens=6)
         assert torch.equal(batch.heads[i], alone.heads[0])
         assert batch.texts[i] == alone.texts[0]
@@ -80,7 +81,7 @@ def test_each_sample_in_a_batch_gets_its_own_heads_and_text(vlm):
 def test_heads_stay_fixed_while_decoding(vlm):
     family, model, proc = vlm
     img = test_image(7)
-    out = generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=8)
+    out = generate(model, proc, [img], PROMPT, VHRConfig(alpha=3.0, layers=[0, 1]), max_new_tokens=8)
     factors = torch.where(out.heads, 3.0, 1.0)
     inputs = to_device(encode(model, proc, [img], [PROMPT]), model)
     with scale_heads(model, factors), torch.no_grad():
@@ -111,7 +112,7 @@ def test_vcd_with_alpha_zero_is_greedy_and_sampling_is_seeded():
     model, proc = tiny_vlm("llava")
     img = test_image(0)
     greedy = generate(model, proc, [img], PROMPT, method="greedy", max_new_tokens=6)
-    vcd0 = generate(model, proc, [img], PROMPT, method="vcd", cd_alpha=0.0, cd_beta=1e-9, max_new_tokens=6)
+    vcd0 = generate(model, proc, [img], PROMPT, VCDConfig(cd_alpha=0.0, cd_beta=1e-9), max_new_tokens=6)
     assert torch.equal(greedy.sequences, vcd0.sequences)
     a = generate(model, proc, [img], PROMPT, method="vcd", do_sample=True, seed=3, max_new_tokens=6)
     b = generate(model, proc, [img], PROMPT, method="vcd", do_sample=True, seed=3, max_new_tokens=6)
@@ -122,7 +123,7 @@ def test_pai_without_boost_or_guidance_is_greedy():
     model, proc = tiny_vlm("qwen2_vl")
     img = test_image(0)
     greedy = generate(model, proc, [img], PROMPT, method="greedy", max_new_tokens=6)
-    pai = generate(model, proc, [img], PROMPT, method="pai", pai_alpha=0.0, pai_gamma=1.0, max_new_tokens=6)
+    pai = generate(model, proc, [img], PROMPT, PAIConfig(pai_alpha=0.0, pai_gamma=1.0), max_new_tokens=6)
     assert torch.equal(greedy.sequences, pai.sequences)
 
 
@@ -152,9 +153,9 @@ def test_bad_input():
     model, proc = tiny_vlm("llava")
     img = test_image(0)
     with pytest.raises(HeadwiseError, match="alpha must be > 0"):
-        generate(model, proc, [img], PROMPT, alpha=0.0)
+        generate(model, proc, [img], PROMPT, VHRConfig(alpha=0.0))
     with pytest.raises(HeadwiseError, match="layer 7 is out of range"):
-        generate(model, proc, [img], PROMPT, layers=[7])
+        generate(model, proc, [img], PROMPT, VHRConfig(layers=[7]))
     with pytest.raises(HeadwiseError, match="unknown method"):
         generate(model, proc, [img], PROMPT, method="opera")
     with pytest.raises(HeadwiseError, match="2 prompts"):

@@ -6,7 +6,7 @@ import torch
 from headwise.errors import HeadwiseError
 from headwise.heads import capture_heads, layout
 from headwise.testing_vlm import test_image, tiny_vlm
-from headwise.vhr import generate
+from headwise.vhr import VHRConfig, generate
 from headwise.vhr.core import draw_heads
 from headwise.vhr.inputs import encode, to_device
 
@@ -34,17 +34,17 @@ def test_random_and_complement_heads_keep_vhd_counts_per_layer_and_sample(family
     imgs = [test_image(1), test_image(2)]
     layers = list(range(layout(model).num_layers))
     # alpha 1 changes no state, so VHD's own choice is the same in every run and can be compared
-    runs = {h: generate(model, proc, imgs, PROMPT, method="vhr", alpha=1.0, layers=layers, heads=h, max_new_tokens=2)
+    runs = {h: generate(model, proc, imgs, PROMPT, VHRConfig(alpha=1.0, layers=layers, heads=h), max_new_tokens=2)
             for h in ("vhd", "random", "complement")}
     vhd = runs["vhd"].heads
     assert vhd.any()
     assert torch.equal(runs["random"].heads.sum(-1), vhd.sum(-1))
     assert torch.equal(runs["complement"].heads.sum(-1), vhd.sum(-1))
     assert not (runs["complement"].heads & vhd).any()
-    again = generate(model, proc, imgs, PROMPT, method="vhr", alpha=1.0, layers=layers, heads="random",
+    again = generate(model, proc, imgs, PROMPT, VHRConfig(alpha=1.0, layers=layers, heads="random"),
                      max_new_tokens=2)
     assert torch.equal(again.heads, runs["random"].heads)  # drawn with the seed
-    other = generate(model, proc, imgs, PROMPT, method="vhr", alpha=1.0, layers=layers, heads="random", seed=1,
+    other = generate(model, proc, imgs, PROMPT, VHRConfig(alpha=1.0, layers=layers, heads="random"), seed=1,
                      max_new_tokens=2)
     assert not torch.equal(other.heads, runs["random"].heads)
 
@@ -58,7 +58,7 @@ def _prompt_positions_untouched(model, proc, positions: str) -> tuple[float, flo
         model(**plain)
         base = {layer: out.clone() for layer, out in cap.outputs.items()}
     with capture_heads(model, history=True) as cap:
-        generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0, 1], positions=positions,
+        generate(model, proc, [img], PROMPT, VHRConfig(alpha=3.0, layers=[0, 1], positions=positions),
                  max_new_tokens=3)
     prompt_change = last_change = 0.0
     prefills = [i for i, out in enumerate(cap.history[1]) if out.shape[1] > 1]
@@ -83,10 +83,10 @@ def test_generated_positions_at_alpha_one_are_greedy_one_position_per_step():
     model, proc = tiny_vlm("llava")
     img = test_image(4)
     greedy = generate(model, proc, [img], PROMPT, method="greedy", max_new_tokens=6)
-    same = generate(model, proc, [img], PROMPT, method="vhr", alpha=1.0, positions="generated", max_new_tokens=6)
+    same = generate(model, proc, [img], PROMPT, VHRConfig(alpha=1.0, positions="generated"), max_new_tokens=6)
     assert torch.equal(greedy.sequences, same.sequences)
     with capture_heads(model, layers=[1], history=True) as cap:
-        generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0], positions="generated",
+        generate(model, proc, [img], PROMPT, VHRConfig(alpha=3.0, layers=[0], positions="generated"),
                  max_new_tokens=4)
     steps = [out for out in cap.history[1] if out.shape[1] == 1]
     assert len(steps) == 4  # the recomputed last prompt position, then three decoded tokens, each one position
@@ -95,9 +95,11 @@ def test_generated_positions_at_alpha_one_are_greedy_one_position_per_step():
 def test_bad_ablation_values():
     model, proc = tiny_vlm("llava")
     with pytest.raises(HeadwiseError, match="unknown heads 'best'; choose one of vhd, random, complement"):
-        generate(model, proc, [test_image(0)], PROMPT, heads="best")
+        generate(model, proc, [test_image(0)], PROMPT, VHRConfig(heads="best"))
     with pytest.raises(HeadwiseError, match="unknown positions 'prompt'"):
-        generate(model, proc, [test_image(0)], PROMPT, method="greedy", positions="prompt")
+        VHRConfig(positions="prompt")
+    with pytest.raises(HeadwiseError, match=r"positions is vhr's option: pass VHRConfig\(positions=...\)"):
+        generate(model, proc, [test_image(0)], PROMPT, method="greedy", positions="generated")
 
 
 @pytest.mark.parametrize("command, option, value", [

@@ -5,7 +5,7 @@ import torch
 
 from headwise.heads import layout, out_proj_pre_hooks, split_heads
 from headwise.testing_vlm import VLM_FAMILIES, TOKEN_ID, test_image, tiny_vlm
-from headwise.vhr import generate, head_divergence
+from headwise.vhr import VHRConfig, generate, head_divergence
 from headwise.vhr.heads import divergence
 from headwise.vhr.inputs import encode, to_device
 
@@ -80,7 +80,7 @@ def test_prompt_without_a_chat_template_drops_the_image_token_and_its_newline():
     out = generate(model, proc, [test_image(0)], prompt, method="vhr", max_new_tokens=4)
     assert out.heads.any() and len(out.texts) == 1
     greedy = generate(model, proc, [test_image(0)], prompt, method="greedy", max_new_tokens=6)
-    same = generate(model, proc, [test_image(0)], prompt, method="vhr", alpha=1.0, max_new_tokens=6)
+    same = generate(model, proc, [test_image(0)], prompt, VHRConfig(alpha=1.0), max_new_tokens=6)
     assert torch.equal(greedy.sequences, same.sequences)
 
 
@@ -105,12 +105,12 @@ def test_image_rows_are_prefilled_once_where_the_cache_can_be_carried(family, mo
     img = test_image(5)
     calls, handle = count_prefills(model)
     try:
-        carried = generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=8)
+        carried = generate(model, proc, [img], PROMPT, VHRConfig(alpha=3.0, layers=[0, 1]), max_new_tokens=8)
         assert sum(calls) == PREFILLS[family]
         # the carried cache is the one a second prefill recomputes: same heads, same tokens
         monkeypatch.setattr("headwise.vhr.core.carry_positions", lambda *a, **k: None)
         calls.clear()
-        twice = generate(model, proc, [img], PROMPT, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=8)
+        twice = generate(model, proc, [img], PROMPT, VHRConfig(alpha=3.0, layers=[0, 1]), max_new_tokens=8)
         assert sum(calls) == 2
     finally:
         handle.remove()
@@ -124,10 +124,10 @@ def test_padded_image_rows_carry_the_cache_too(family, monkeypatch):
     imgs, prompts = [test_image(6), test_image(7)], [PROMPT, "what is in the picture ? give a detail"]
     calls, handle = count_prefills(model)
     try:
-        carried = generate(model, proc, imgs, prompts, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=6)
+        carried = generate(model, proc, imgs, prompts, VHRConfig(alpha=3.0, layers=[0, 1]), max_new_tokens=6)
         assert sum(calls) == PREFILLS[family]
         monkeypatch.setattr("headwise.vhr.core.carry_positions", lambda *a, **k: None)
-        twice = generate(model, proc, imgs, prompts, method="vhr", alpha=3.0, layers=[0, 1], max_new_tokens=6)
+        twice = generate(model, proc, imgs, prompts, VHRConfig(alpha=3.0, layers=[0, 1]), max_new_tokens=6)
     finally:
         handle.remove()
     assert torch.equal(carried.heads, twice.heads) and carried.texts == twice.texts
@@ -160,11 +160,11 @@ def test_decoding_folds_the_heads_into_the_weights_with_the_hooks_result(family,
     folds = []
     real_folded = hooks._folded
     monkeypatch.setattr(hooks, "_folded", lambda lay, plan: folds.append(plan) or real_folded(lay, plan))
-    folded = generate(model, proc, [img], PROMPT, method="vhr", alpha=2.0, layers=[0, 1], max_new_tokens=8)
+    folded = generate(model, proc, [img], PROMPT, VHRConfig(alpha=2.0, layers=[0, 1]), max_new_tokens=8)
     assert len(folds) == 1 and folded.heads.any()
     real_scale = hooks.scale_heads
     monkeypatch.setattr("headwise.vhr.core.scale_heads", lambda *a, **k: real_scale(*a, **k | {"fold": False}))
-    by_hooks = generate(model, proc, [img], PROMPT, method="vhr", alpha=2.0, layers=[0, 1], max_new_tokens=8)
+    by_hooks = generate(model, proc, [img], PROMPT, VHRConfig(alpha=2.0, layers=[0, 1]), max_new_tokens=8)
     assert len(folds) == 1
     assert torch.equal(folded.heads, by_hooks.heads) and torch.equal(folded.sequences, by_hooks.sequences)
     assert all(torch.equal(lay.out_weight(layer), b) for layer, b in enumerate(before))

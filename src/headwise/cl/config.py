@@ -1,25 +1,37 @@
-"""Settings of a continual-learning run; defaults follow the SEEKR paper's scripts (docs/seekr.md)."""
+"""Settings of a continual-learning run; defaults follow the SEEKR paper's scripts (docs/seekr.md).
+
+Presets: `faithful` reproduces the original code's choices (docs/seekr.md#faithful-mode).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
+from headwise.config import Settings
 from headwise.errors import HeadwiseError
 
-METHODS = ("seqft", "replay", "derpp", "seekr")
+METHODS = ("seqft", "replay", "derpp", "seekr")  # each a strategy in headwise.cl.methods
+
+# The original code's choice for each setting that defaults to a fix of it (docs/seekr.md#faithful-mode).
+FAITHFUL = {"replay_sampling": "first", "query_budget": 0, "logit_topk": 0, "kd_positions": "own-label",
+            "sensitivity_entries": "all", "short_queries": "resample", "buffer_sizes": "truncate",
+            "auto_cycle": "truncate"}
+RULES = {"replay_sampling": ("random", "first"), "kd_positions": ("shifted", "own-label"),
+         "sensitivity_entries": ("valid", "all"), "short_queries": ("all-rows", "resample"),
+         "buffer_sizes": ("at-least-one", "truncate"), "auto_cycle": ("at-least-one", "truncate")}
 
 
 @dataclass
-class CLConfig:
+class CLConfig(Settings):
     """Settings of one continual-learning run (`headwise cl run`); the comments give each field's meaning.
 
-    `faithful=True` sets replay_sampling="first", query_budget=0 and logit_topk=0, and switches the logit
-    distillation, sensitivity and replay schedule to the original code's (docs/seekr.md#faithful-mode).
+    The last block of fields are the original code's choices where the defaults fix them; the `faithful`
+    preset sets them all to the original's (docs/seekr.md#faithful-mode).
     """
 
     method: str = "seekr"
     replay: float = 0.01  # < 1: fraction of each task's training set; >= 1: a count per task
-    replay_sampling: str = "random"  # "first": the first N items in file order, as the original code
     epochs: list[int] | int = 1  # one value for every task, or one per task
     batch_size: int = 2
     grad_accum: int = 1
@@ -29,13 +41,12 @@ class CLConfig:
     clip: float = 1.0
     seed: int = 1234
     max_len: int = 256  # training sequences are truncated from the left, as in TRACE
-    alpha: float = 0.5  # logit-distillation weight: (1 - alpha) CE + alpha KD on replay steps
+    kd_weight: float = 0.5  # logit-distillation weight: (1 - kd_weight) CE + kd_weight KD on replay steps
     lam: float = 1000.0  # attention-distillation weight
     layer_budget: float = 0.75  # < 1: fraction of layers; >= 1: a count (the paper: 24 of 32)
     head_budget: float = 0.125  # < 1: fraction of all heads; >= 1: a count (the paper: 128 of 1024)
     query_budget: int = 32  # query rows per sample for F, the teacher maps and the KL; 0: all rows
     logit_topk: int = 64  # teacher logits kept per position; 0: the full vocabulary
-    faithful: bool = False  # reproduce the original code's choices (docs/seekr.md#faithful-mode)
     replay_cycle: int | None = None  # replay before every cycle-th task step; None: task batches // replay batches
     checkpoint_every: int = 50  # optimizer-independent micro-steps between mid-task checkpoints
     lora: bool = False
@@ -43,31 +54,24 @@ class CLConfig:
     eval_max: int = 0  # test items per task (0: all)
     max_new_tokens: int = 24
     eval_batch_size: int = 8
+    replay_sampling: str = "random"  # "first": the first N items in file order, as the original code
+    kd_positions: str = "shifted"  # "own-label": the original's off-by-one positions (losses.kd_positions)
+    sensitivity_entries: str = "valid"  # "all": average over masked entries too, as the original
+    short_queries: str = "all-rows"  # "resample": draw query_budget rows with replacement, as the original
+    buffer_sizes: str = "at-least-one"  # "truncate": int(r N), as the original (buffer.buffer_size)
+    auto_cycle: str = "at-least-one"  # "truncate": a cycle of 0 turns replay off, as the original
 
-    def __post_init__(self):
-        if self.faithful:
-            # The original code: first-N buffers, unshifted logit KD, unmasked sensitivity, all query
-            # rows, full-vocabulary logits, the cycle that can turn replay off.
-            self.replay_sampling = "first"
-            self.query_budget = 0
-            self.logit_topk = 0
-        self.validate()
-
-    @property
-    def shifted_kd(self) -> bool:
-        return not self.faithful
-
-    @property
-    def masked_sensitivity(self) -> bool:
-        return not self.faithful
+    PRESETS = {"faithful": FAITHFUL}
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise HeadwiseError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
         if not (self.replay > 0) or (self.replay > 1 and self.replay != int(self.replay)):
             raise HeadwiseError(f"replay must be a ratio in (0, 1] or a whole count of samples, got {self.replay}.")
-        if self.replay_sampling not in ("random", "first"):
-            raise HeadwiseError(f"replay sampling must be 'random' or 'first', got {self.replay_sampling!r}.")
+        for name, allowed in RULES.items():
+            if getattr(self, name) not in allowed:
+                raise HeadwiseError(f"{name.replace('_', ' ')} must be one of {', '.join(allowed)}, got "
+                                    f"{getattr(self, name)!r}.")
         epochs = self.epochs if isinstance(self.epochs, list) else [self.epochs]
         if not epochs or any(int(e) < 1 for e in epochs):
             raise HeadwiseError(f"epochs must be at least 1, got {self.epochs}.")
@@ -76,8 +80,8 @@ class CLConfig:
                 raise HeadwiseError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.lr <= 0:
             raise HeadwiseError(f"the learning rate must be positive, got {self.lr}.")
-        if not 0 <= self.alpha <= 1:
-            raise HeadwiseError(f"alpha must be in [0, 1], got {self.alpha}.")
+        if not 0 <= self.kd_weight <= 1:
+            raise HeadwiseError(f"--kd-weight must be in [0, 1], got {self.kd_weight}.")
         for name in ("layer_budget", "head_budget"):
             if getattr(self, name) <= 0:
                 raise HeadwiseError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
@@ -87,6 +91,17 @@ class CLConfig:
         if self.query_budget < 0 or self.logit_topk < 0 or self.eval_max < 0:
             raise HeadwiseError("query budget, logit top-k and eval-max must not be negative.")
 
+    @classmethod
+    def upgrade(cls, record: dict[str, Any]) -> dict[str, Any]:
+        """Releases up to 0.1.0 named the logit-distillation weight `alpha` (now `kd_weight`, so that --alpha means
+        VHR's scale alone) and recorded `faithful: true` for what the `faithful` preset's fields say now."""
+        record = dict(record)
+        if "alpha" in record and "kd_weight" not in record:
+            record["kd_weight"] = record.pop("alpha")
+        if record.pop("faithful", False):
+            record = {**FAITHFUL, **record}
+        return record
+
     def epochs_for(self, task_index: int, num_tasks: int) -> int:
         if isinstance(self.epochs, list):
             if len(self.epochs) != num_tasks:
@@ -94,33 +109,37 @@ class CLConfig:
             return int(self.epochs[task_index])
         return int(self.epochs)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "CLConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise HeadwiseError(f"unknown settings {sorted(unknown)}; known: {', '.join(sorted(known))}.")
-        d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
+@dataclass
+class BenchmarkConfig(Settings):
+    """The task sequence: `wiki` (built offline from the Wikipedia summaries, `wiki_train` and `wiki_test` items
+    per task), `trace:DIR` or `superni:DIR`, in the benchmark's `order`, cut to the first `tasks` (0: all)."""
+
+    benchmark: str = "wiki"
+    order: str = "1"
+    tasks: int = 0
+    wiki_train: int = 200
+    wiki_test: int = 50
+
+    def validate(self) -> None:
+        kind, _, path = self.benchmark.partition(":")
+        if not (self.benchmark == "wiki" or (kind in ("trace", "superni") and path)):
+            raise HeadwiseError(f"unknown benchmark {self.benchmark!r}; use wiki, trace:DIR or superni:DIR.")
+        if self.tasks < 0 or self.wiki_train < 1 or self.wiki_test < 1:
+            raise HeadwiseError("--tasks must not be negative, and --wiki-train and --wiki-test must be at least 1.")
 
 
 def check_sequence(config: CLConfig, tasks: list) -> None:
     """Refuse settings that do not fit these tasks, before anything is loaded or written."""
     from headwise.cl.buffer import buffer_size
+    from headwise.cl.methods import METHODS as STRATEGIES
     from headwise.cl.schedule import task_batch_count
 
     for i, t in enumerate(tasks):
         config.epochs_for(i, len(tasks))
-        buffer_size(config.replay, len(t.train), f"task {t.name}", config.faithful)
+        buffer_size(config.replay, len(t.train), f"task {t.name}", config.buffer_sizes == "truncate")
         # Plain replay mixes its buffer into the task data, so only the distilling methods have a cycle.
-        if i and config.replay_cycle and config.method in ("derpp", "seekr"):
+        if i and config.replay_cycle and STRATEGIES[config.method].distils:
             n = task_batch_count(len(t.train), config.batch_size)
             if config.replay_cycle > n:
                 raise HeadwiseError(f"--replay-cycle {config.replay_cycle} is more than the {n} task batches of "

@@ -17,13 +17,13 @@ from headwise.errors import HeadwiseError
 from headwise.heads import attention_maps, edit_attention_scores, layout
 
 
-def query_rows(n: int, budget: int, rng: random.Random, faithful: bool) -> list[int] | None:
+def query_rows(n: int, budget: int, rng: random.Random, resample: bool) -> list[int] | None:
     """Query positions (sorted, within the unpadded sequence) for one sample; None means all rows.
 
     The original draws with replacement when the sequence is shorter than the budget, which repeats
-    rows; otherwise we use every row then.
+    rows (`resample`, `CLConfig.short_queries = "resample"`); otherwise we use every row then.
     """
-    if budget <= 0 or (n <= budget and not faithful):
+    if budget <= 0 or (n <= budget and not resample):
         return None
     if n >= budget:
         return sorted(rng.sample(range(n), budget))

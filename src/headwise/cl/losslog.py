@@ -11,11 +11,10 @@ position it resumes from, so no line is ever written twice.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from headwise.runs import atomic_write, read_jsonl
+from headwise.runs import JsonlLog, read_jsonl
 
 PARTS = ("ce", "kd", "attn", "attn_weighted")
 
@@ -30,18 +29,19 @@ class LossLog:
 
     def __init__(self, path: Path, tasks: list[str]):
         self.path, self.order = Path(path), {name: i for i, name in enumerate(tasks)}
+        self._log: JsonlLog | None = None
 
     def _position(self, rec: dict) -> tuple[int, int, int]:
         return self.order.get(rec["task"], len(self.order)), rec["epoch"], rec["step"]
 
     def resume_at(self, task: int, epoch: int, step: int) -> None:
         """Keep only the lines before micro-step (task, epoch, step), the first one the run will redo."""
-        kept = [r for r in read(self.path) if self._position(r) < (task, epoch, step)]
-        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._log = JsonlLog(self.path, keep=lambda r: self._position(r) < (task, epoch, step))
 
     def append(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._log is None:
+            self._log = JsonlLog(self.path)
+        self._log.append(record)
 
 
 def _mean(values: list) -> float | None:

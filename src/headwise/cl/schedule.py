@@ -20,16 +20,16 @@ def batches(n_items: int, batch_size: int, *key) -> list[list[int]]:
 
 
 def epoch_steps(n_task: int, n_replay: int, batch_size: int, seed: int, task: int, epoch: int,
-                faithful: bool, cycle: int | None = None) -> list[tuple[str, list[int]]]:
+                truncate_cycle: bool, cycle: int | None = None) -> list[tuple[str, list[int]]]:
     """[("task" | "replay", item indices)] for one epoch.
 
     As the reference training loop (jinghan1he/SEEKR, training/seekr.py, `train_one_task`): with
     k the 0-based index of a new-task micro-step, one replay micro-step runs just before task step k
     whenever (k + 1) % cycle == 0, i.e. after cycle - 1 task steps. cycle is given (the reference's
     --replay_cycle) or, when None, floor(task batches / replay batches). The replay order restarts each
-    epoch and whenever it runs out. faithful (docs/seekr.md#faithful-mode) keeps the reference's bug:
-    an automatic cycle of 0 (more replay than task batches) turns replay off; otherwise the automatic
-    cycle is at least 1.
+    epoch and whenever it runs out. truncate_cycle (`CLConfig.auto_cycle = "truncate"`, the `faithful`
+    preset, docs/seekr.md#faithful-mode) keeps the reference's bug: an automatic cycle of 0 (more replay
+    than task batches) turns replay off; otherwise the automatic cycle is at least 1.
     """
     task_batches = batches(n_task, batch_size, seed, task, epoch, "task")
     if n_replay == 0:
@@ -39,7 +39,7 @@ def epoch_steps(n_task: int, n_replay: int, batch_size: int, seed: int, task: in
         raise HeadwiseError(f"the replay cycle must be a positive number of task steps, not {cycle}.")
     if cycle is None:
         cycle = len(task_batches) // len(replay_batches)
-        if cycle == 0 and faithful:
+        if cycle == 0 and truncate_cycle:
             return [("task", b) for b in task_batches]
         cycle = max(cycle, 1)
     steps, r = [], 0

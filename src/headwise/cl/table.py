@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from headwise.cl.config import METHODS, CLConfig
+from headwise.cl.config import METHODS, BenchmarkConfig, CLConfig
 from headwise.errors import HeadwiseError
 from headwise.eval.stats import mean_std
-from headwise.runs import Run, atomic_write
+from headwise.runs import Run, atomic_write, same_settings
 
 DEFAULT_VARIANTS = "seqft,replay@0.01,replay@0.1,derpp@0.01,seekr@0.01"
 COLUMNS = (("op", "OP"), ("bwt", "BWT 1/(T-1)"), ("bwt_paper", "BWT 1/T (paper)"), ("fwt", "FWT"))
@@ -78,10 +78,13 @@ def label(method: str, ratio: float, lam: float | None = None) -> str:
 
 def table(out: str | Path, variants: list[Variant] | list[tuple], seeds: list[int], base: CLConfig,
           run_one: Callable[[Path, CLConfig], dict], settings: dict | None = None,
-          log: Callable[[str], None] = print, jobs: int = 1) -> dict:
-    """Run (or resume) every cell with `run_one(run_dir, config)` and write OUT/table.md and results.json.
+          log: Callable[[str], None] = print, jobs: int = 1, bench: BenchmarkConfig | None = None,
+          preset: str | None = None) -> dict:
+    """The `cl table` recipe: run (or resume) every cell with `run_one(run_dir, config)` and write OUT/table.md and
+    results.json.
 
-    With `jobs` > 1 the cells run in that many worker processes (spawned, so `run_one` must be
+    `settings` (model, dtype) and `bench` are recorded with the table and with each cell, as `cl run` records
+    them. With `jobs` > 1 the cells run in that many worker processes (spawned, so `run_one` must be
     picklable), each with an equal share of the CPU threads; the table is the same either way.
     """
     out = Path(out)
@@ -92,11 +95,12 @@ def table(out: str | Path, variants: list[Variant] | list[tuple], seeds: list[in
     cells = [(v, s) for s in seeds for v in variants]
     configs = [replace(base, method=v.method, replay=v.ratio, seed=s, lam=base.lam if v.lam is None else v.lam)
                for v, s in cells]  # validates every cell first
-    table_run = Run(out, "cl table", {"variants": [v.label for v in variants], "seeds": seeds,
-                                      "base": base.to_dict(), **(settings or {})})
+    parts = (bench,) if bench is not None else ()
+    table_run = Run(out, "cl table", {"variants": [v.label for v in variants], "seeds": seeds, "base": base,
+                                      **(settings or {})}, *parts, preset=preset)
     dirs = [out / f"{v.folder}-seed{s}" for v, s in cells]
     start = time.perf_counter()
-    results = [finished(d, {**(settings or {}), **cfg.to_dict()}) for d, cfg in zip(dirs, configs)]
+    results = [finished(d, settings or {}, *parts, cfg) for d, cfg in zip(dirs, configs)]
     todo = [k for k, r in enumerate(results) if r is None]
     if len(todo) < len(dirs):
         log(f"{len(dirs) - len(todo)} of {len(dirs)} runs already finished; running the other {len(todo)}")
@@ -120,9 +124,10 @@ def table(out: str | Path, variants: list[Variant] | list[tuple], seeds: list[in
     return result
 
 
-def finished(run_dir: Path, config: dict) -> dict | None:
-    """A cell's results when its run finished with these settings, read from its results.json alone, so a
-    table resumes from the results of finished runs even without their checkpoints (as committed)."""
+def finished(run_dir: Path, settings: dict, *parts) -> dict | None:
+    """A cell's results when its run finished with these settings (the run directory's one rule,
+    `headwise.runs.same_settings`), read from its results.json alone, so a table resumes from the results of
+    finished runs even without their checkpoints (as committed)."""
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         return None
@@ -130,7 +135,7 @@ def finished(run_dir: Path, config: dict) -> dict | None:
         res = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None
-    if res.get("complete") and res.get("command") == "cl run" and res.get("config") == json.loads(json.dumps(config)):
+    if res.get("complete") and res.get("command") == "cl run" and same_settings(res.get("config"), settings, *parts):
         return res
     return None
 

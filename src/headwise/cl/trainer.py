@@ -5,11 +5,13 @@ matrix rows), checkpoint/ (trainable weights, optimizer, position in the schedul
 boundaries and every `checkpoint_every` micro-steps), teacher/ (one shard per task), work/ (the
 "before" maps of the task being learned) and results.json, rewritten atomically after every task.
 A killed run rerun with the same settings continues from the last checkpoint.
+
+What differs between methods is a strategy object (`headwise.cl.methods`); distribution is always an
+Accelerator (one process included), with gradient accumulation through it (`headwise.distributed`).
 """
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -18,33 +20,37 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from headwise import distributed
 from headwise.cl import buffer as replay_buffer
 from headwise.cl.config import CLConfig, check_sequence
 from headwise.cl.data import Task, collate, encode, pad_id
-from headwise.cl.distributed import shards_parameters
 from headwise.cl.evaluate import score_task
-from headwise.cl.importance import (capture_all_maps, forgettability, normalize_layers, query_rows, select_heads,
-                                    sensitivity_and_maps)
-from headwise.cl.losses import attention_kl, kd_positions, logit_kd
-from headwise.cl.metrics import summarize
 from headwise.cl.losslog import LossLog
+from headwise.cl.methods import METHODS
+from headwise.cl.metrics import summarize
 from headwise.cl.schedule import epoch_steps, step_seed
-from headwise.cl.teacher import TeacherShard, topk_logprobs, write_shard
+from headwise.cl.teacher import TeacherShard
 from headwise.errors import HeadwiseError
-from headwise.heads import attention_maps, layout
-from headwise.runs import Run
+from headwise.heads import layout
+from headwise.runs import Run, atomic_write
 
 
 class Continual:
+    """One continual-learning run: `Continual(model, tokenizer, tasks, config, run).fit()`.
+
+    `accelerator`: the Accelerator to train through (default: `headwise.distributed.accelerator`, which follows
+    `accelerate launch`, or runs one process).
+    """
+
     def __init__(self, model, tokenizer, tasks: list[Task], config: CLConfig, run: Run,
                  accelerator=None, log: Callable[[str], None] = print, progress: bool = True):
         if not tasks:
             raise HeadwiseError("the benchmark has no tasks.")
         self.cfg, self.run, self.tasks, self.tok, self.log = config, run, tasks, tokenizer, log
         self.progress = progress
-        self.acc = accelerator
-        self.rank = accelerator.process_index if accelerator else 0
-        self.world = accelerator.num_processes if accelerator else 1
+        self.method = METHODS[config.method]()
+        self.acc = accelerator or distributed.accelerator(config.grad_accum)
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if config.batch_size % self.world:
             raise HeadwiseError(f"batch size {config.batch_size} does not split over {self.world} processes.")
         self.model = model
@@ -60,19 +66,13 @@ class Continual:
         self.layout = layout(self.core)
         self.pad = pad_id(tokenizer)
         check_sequence(config, tasks)
-        if config.method == "seekr":
-            sel = select_heads(torch.zeros(self.layout.num_layers, self.layout.num_heads), config.layer_budget,
-                               config.head_budget)  # refuse impossible budgets before any work
-            del sel
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.betas),
-                                     weight_decay=config.weight_decay)
-        self.sharded = shards_parameters(accelerator, config.grad_accum)
-        self.train_model = self.model
-        if accelerator is not None:
-            self.train_model, self.opt = accelerator.prepare(self.model, self.opt)
-            # FSDP 2 swaps parameters for sharded ones; clip and checkpoint the ones that train.
-            self.params = [p for p in self.train_model.parameters() if p.requires_grad]
+        self.method.check(self)
+        opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=config.lr,
+                                betas=tuple(config.betas), weight_decay=config.weight_decay)
+        self.sharded = distributed.shards_parameters(self.acc, config.grad_accum)
+        self.train_model, self.opt = self.acc.prepare(self.model, opt)
+        # FSDP 2 swaps parameters for sharded ones; clip and checkpoint the ones that train.
+        self.params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.state = run.read_json("state.json") or {"tasks": [t.name for t in tasks], "done": {}, "matrix": [],
                                                       "base": None, "importance": None, "heads": {}, "buffers": {},
                                                       "store_bytes": {}, "timing": {}}
@@ -91,8 +91,7 @@ class Continual:
         return self.main or self.sharded
 
     def _barrier(self):
-        if self.acc is not None:
-            self.acc.wait_for_everyone()
+        self.acc.wait_for_everyone()
 
     def _save_state(self):
         if self.main:
@@ -100,11 +99,24 @@ class Continual:
             self.run.write_json("results.json", self.results())
         self._barrier()
 
-    def _enc(self, task: Task, i: int):
+    def encoded(self, task: Task, i: int) -> tuple[list[int], list[int]]:
+        """(token ids, labels) of training item i of a task, cut to max_len from the left; cached."""
         key = (task.name, i)
         if key not in self._encoded:
             self._encoded[key] = encode(self.tok, task.train[i], self.cfg.max_len)
         return self._encoded[key]
+
+    def batch(self, rows) -> dict[str, torch.Tensor]:
+        b = collate(rows, self.pad)
+        device = next(self.model.parameters()).device
+        return {k: v.to(device) for k, v in b.items()}
+
+    def shard(self, j: int) -> TeacherShard:
+        """Task j's cached teacher signals."""
+        name = self.tasks[j].name
+        if name not in self._shards:
+            self._shards[name] = TeacherShard(self.run.path("teacher") / f"{name}.safetensors")
+        return self._shards[name]
 
     def _ckpt_dir(self) -> Path:
         return self.run.path("checkpoint")
@@ -113,13 +125,10 @@ class Continual:
         if self.sharded:
             return self._save_sharded(progress)
         if self.main:
-            d = self._ckpt_dir()
-            d.mkdir(exist_ok=True)
             names = {id(p): n for n, p in self.model.named_parameters()}
             weights = {names[id(p)]: p.detach().cpu().clone() for p in self.params}
-            tmp = d / ".ckpt.pt.tmp"
-            torch.save({"weights": weights, "optimizer": self.opt.state_dict(), "progress": progress}, tmp)
-            tmp.replace(d / "ckpt.pt")
+            ckpt = {"weights": weights, "optimizer": self.opt.state_dict(), "progress": progress}
+            atomic_write(self._ckpt_dir() / "ckpt.pt", lambda tmp: torch.save(ckpt, tmp))
         self._barrier()
 
     def _save_sharded(self, progress: dict):
@@ -173,8 +182,9 @@ class Continual:
             if "train" not in done:
                 start = progress if progress["task"] == t else {"task": t, "epoch": 0, "step": 0}
                 self._prepare_buffer(t)
-                if self.cfg.method == "seekr" and "before" not in done:
-                    self._capture_before(t)
+                if self.method.before_maps and "before" not in done:
+                    self.method.capture_before(self, t)
+                    self._barrier()
                     done.append("before")
                     self._save_state()
                 self._train_task(t, start, on_step)
@@ -182,8 +192,9 @@ class Continual:
                 self._save_checkpoint({"task": t, "epoch": self.cfg.epochs_for(t, len(self.tasks)), "step": 0})
                 done.append("train")
                 self._save_state()
-            if "teacher" not in done and self.cfg.method in ("derpp", "seekr"):
-                self._post_task(t)
+            if "teacher" not in done and self.method.distils:
+                self.method.teacher(self, t)
+                self._barrier()
                 done.append("teacher")
                 self._save_state()
             if "eval" not in done:
@@ -199,13 +210,13 @@ class Continual:
         return self.results()
 
     def _prepare_buffer(self, t: int):
-        task = self.tasks[t]
+        task, cfg = self.tasks[t], self.cfg
         if task.name not in self.state["buffers"]:
-            self.state["buffers"][task.name] = replay_buffer.select(task.train, self.cfg.replay, self.cfg.replay_sampling,
-                                                                    self.cfg.seed, f"task {task.name}",
-                                                                    self.cfg.faithful)
+            self.state["buffers"][task.name] = replay_buffer.select(task.train, cfg.replay, cfg.replay_sampling,
+                                                                    cfg.seed, f"task {task.name}",
+                                                                    cfg.buffer_sizes == "truncate")
 
-    def _replay_pool(self, t: int) -> list[tuple[int, int, int]]:
+    def replay_pool(self, t: int) -> list[tuple[int, int, int]]:
         """(task index, item index, position in that task's buffer) for every buffered sample of tasks < t."""
         return [(j, item, k) for j in range(t) for k, item in enumerate(self.state["buffers"][self.tasks[j].name])]
 
@@ -213,73 +224,65 @@ class Continual:
 
     def _train_task(self, t: int, start: dict, on_step):
         cfg, task = self.cfg, self.tasks[t]
-        method = cfg.method
-        pool = self._replay_pool(t) if method != "seqft" else []
-        if method == "replay":
-            # Plain replay (the paper's baseline script): old buffers concatenated with the new data.
-            items = [(t, i) for i in range(len(task.train))] + [(j, i) for j, i, _ in pool]
-            pool = []
-        else:
-            items = [(t, i) for i in range(len(task.train))]
+        items, pool = self.method.plan(t, [(t, i) for i in range(len(task.train))], self.replay_pool(t))
         epochs = cfg.epochs_for(t, len(self.tasks))
         timing = self.state["timing"].setdefault(task.name, {"seconds": 0.0, "task_steps": 0, "replay_steps": 0,
                                                             "replay_seconds": 0.0})
         losses = self._loss_log()
         if losses is not None:
             losses.resume_at(t, start["epoch"], start["step"])
-        self.train_model.train()
-        micro = 0
+        # Every micro-step left in this task, across its epochs: the optimizer steps every grad_accum of them and
+        # at the task's last one (the Accelerator's accumulation; see distributed.micro_steps).
+        plan = []
         for epoch in range(start["epoch"], epochs):
-            steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.faithful,
+            steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.auto_cycle == "truncate",
                                 cfg.replay_cycle)
             first = start["step"] if epoch == start["epoch"] else 0
-            bar = tqdm(range(first, len(steps)), total=len(steps), initial=first, leave=False, unit="step",
-                       desc=f"{task.name} epoch {epoch + 1}/{epochs}", disable=not (self.main and self.progress))
-            for k in bar:
-                kind, idx = steps[k]
-                torch.manual_seed(step_seed(cfg.seed, t, epoch, k))
-                t0 = time.perf_counter()
-                mine = idx[self.rank::self.world]
-                # Processes average their gradients, so each one's loss is weighted by its share of the batch
-                # (1 on an even split). A last batch smaller than the number of processes leaves some without
-                # items: they still run the step (DDP and sharded weights need every process in every
-                # backward), on a stand-in item weighted 0.
-                weight = len(mine) * self.world / len(idx)
-                mine = mine or idx[:1]
+            plan += [(epoch, k, len(steps), *steps[k]) for k in range(first, len(steps))]
+        self.train_model.train()
+        bar, bar_epoch = None, None
+        for epoch, k, n_steps, kind, idx in distributed.micro_steps(plan, cfg.grad_accum):
+            if epoch != bar_epoch:  # one progress bar per epoch
+                if bar is not None:
+                    bar.close()
+                bar, bar_epoch = tqdm(total=n_steps, initial=k, leave=False, unit="step",
+                                      desc=f"{task.name} epoch {epoch + 1}/{epochs}",
+                                      disable=not (self.main and self.progress)), epoch
+            torch.manual_seed(step_seed(cfg.seed, t, epoch, k))
+            t0 = time.perf_counter()
+            mine = idx[self.rank::self.world]
+            # Processes average their gradients, so each one's loss is weighted by its share of the batch
+            # (1 on an even split). A last batch smaller than the number of processes leaves some without
+            # items: they still run the step (DDP and sharded weights need every process in every
+            # backward), on a stand-in item weighted 0.
+            weight = len(mine) * self.world / len(idx)
+            mine = mine or idx[:1]
+            with self.acc.accumulate(self.train_model):
                 if kind == "replay":
-                    parts = self._replay_loss([pool[i] for i in mine])
+                    parts = self.method.replay_loss(self, [pool[i] for i in mine])
                 else:
                     parts = {"loss": self._task_loss([items[i] for i in mine])}
-                loss = parts["loss"] * weight
-                if self.acc is not None:
-                    self.acc.backward(loss / cfg.grad_accum)
-                else:
-                    (loss / cfg.grad_accum).backward()
-                micro += 1
-                last = k == len(steps) - 1 and epoch == epochs - 1
-                grad_norm = None
-                if micro % cfg.grad_accum == 0 or last:
-                    if self.acc is not None:
-                        grad_norm = self.acc.clip_grad_norm_(self.params, cfg.clip)
-                    else:
-                        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip)
-                    self.opt.step()
-                    self.opt.zero_grad(set_to_none=True)
-                    micro = 0
-                record = self._step_record(task.name, epoch, k, kind, parts, weight, grad_norm)
-                if losses is not None:
-                    losses.append(record)
-                dt = time.perf_counter() - t0
-                timing["seconds"] += dt
-                timing[f"{kind}_steps"] += 1
-                if kind == "replay":
-                    timing["replay_seconds"] += dt
-                if on_step is not None:
-                    on_step(k, kind)
-                if micro == 0 and (k + 1) % cfg.checkpoint_every == 0 and not last:
-                    self._save_state()
-                    self._save_checkpoint({"task": t, "epoch": epoch, "step": k + 1})
-            start = {"task": t, "epoch": epoch + 1, "step": 0}
+                self.acc.backward(parts["loss"] * weight)  # divided by grad_accum by the Accelerator
+                grad_norm = self.acc.clip_grad_norm_(self.params, cfg.clip) if self.acc.sync_gradients else None
+                self.opt.step()  # only where gradients sync, as zero_grad
+                self.opt.zero_grad(set_to_none=True)
+            record = self._step_record(task.name, epoch, k, kind, parts, weight, grad_norm)
+            if losses is not None:
+                losses.append(record)
+            dt = time.perf_counter() - t0
+            timing["seconds"] += dt
+            timing[f"{kind}_steps"] += 1
+            if kind == "replay":
+                timing["replay_seconds"] += dt
+            bar.update(1)
+            if on_step is not None:
+                on_step(k, kind)
+            last = k == n_steps - 1 and epoch == epochs - 1
+            if self.acc.sync_gradients and (k + 1) % cfg.checkpoint_every == 0 and not last:
+                self._save_state()
+                self._save_checkpoint({"task": t, "epoch": epoch, "step": k + 1})
+        if bar is not None:
+            bar.close()
         self.train_model.eval()
 
     def _loss_log(self) -> LossLog | None:
@@ -291,8 +294,7 @@ class Continual:
         names = [n for n in ("loss", "ce", "kd", "attn") if parts.get(n) is not None]
         values = torch.stack([weight * parts[n].detach().float().reshape(()).cpu() for n in names] +
                              [torch.tensor(weight)])
-        if self.acc is not None:
-            values = self.acc.reduce(values.to(self.acc.device), reduction="sum").cpu()
+        values = self.acc.reduce(values.to(self.acc.device), reduction="sum").cpu()
         values = (values[:-1] / values[-1]).tolist()
         rec = {"task": task, "epoch": epoch, "step": step, "kind": kind, **dict(zip(names, values))}
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP 2
@@ -304,121 +306,9 @@ class Continual:
             rec["attn_weighted"] = None if rec["attn"] is None else self.cfg.lam * rec["attn"]
         return rec
 
-    def _batch(self, rows):
-        b = collate(rows, self.pad)
-        device = next(self.model.parameters()).device
-        return {k: v.to(device) for k, v in b.items()}
-
     def _task_loss(self, refs: list[tuple[int, int]]) -> torch.Tensor:
-        b = self._batch([self._enc(self.tasks[j], i) for j, i in refs])
+        b = self.batch([self.encoded(self.tasks[j], i) for j, i in refs])
         return self.train_model(**b, use_cache=False).loss
-
-    def _shard(self, j: int) -> TeacherShard:
-        name = self.tasks[j].name
-        if name not in self._shards:
-            self._shards[name] = TeacherShard(self.run.path("teacher") / f"{name}.safetensors")
-        return self._shards[name]
-
-    def _replay_loss(self, refs: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
-        """(1 - alpha) CE + alpha KD (+ lambda attention KL for SEEKR), with each part kept for the log."""
-        cfg = self.cfg
-        rows = [self._enc(self.tasks[j], i) for j, i, _ in refs]
-        b = self._batch(rows)
-        teachers = [self._shard(j).sample(k) for j, _, k in refs]
-        if cfg.method == "seekr":
-            union: dict[int, set[int]] = {}
-            for tt in teachers:
-                for l, hs in tt["heads"].items():
-                    union.setdefault(l, set()).update(hs)
-            heads = {l: sorted(hs) for l, hs in union.items()}
-            with attention_maps(self.core, heads, differentiable=True) as maps:
-                out = self.train_model(**b, use_cache=False)
-            attn = attention_kl(maps.maps, heads, teachers, [len(ids) for ids, _ in rows])
-        else:
-            out = self.train_model(**b, use_cache=False)
-            attn = None
-        pos = kd_positions(b["labels"], cfg.shifted_kd)
-        kd = logit_kd(out.logits, pos, teachers)
-        loss = (1 - cfg.alpha) * out.loss + cfg.alpha * kd
-        if attn is not None:
-            loss = loss + cfg.lam * attn.to(loss.device)
-        return {"loss": loss, "ce": out.loss, "kd": kd, "attn": attn}
-
-    # ---- SEEKR's passes -------------------------------------------------------------------------------
-
-    def _queries(self, t: int) -> list[list[int] | None]:
-        task = self.tasks[t]
-        rng = random.Random(f"{self.cfg.seed}:queries:{task.name}")
-        return [query_rows(len(self._enc(task, i)[0]), self.cfg.query_budget, rng, self.cfg.faithful)
-                for i in self.state["buffers"][task.name]]
-
-    def _capture_before(self, t: int):
-        """The maps of task t's buffer under the model before learning t, on disk (float32, all heads)."""
-        task = self.tasks[t]
-        d = self.run.path("work") / task.name
-        if self.computes:
-            d.mkdir(parents=True, exist_ok=True)
-            self.core.eval()
-            for k, (i, rows) in enumerate(zip(self.state["buffers"][task.name], self._queries(t))):
-                maps = capture_all_maps(self.core, self._enc(task, i)[0], rows)
-                if self.main:
-                    torch.save(maps, d / f"before{k}.pt")
-        self._barrier()
-
-    def _post_task(self, t: int):
-        """With the model just trained on t: teacher logits, S and F on t's buffer, importance, selection,
-        and the teacher shard holding only what replay will need."""
-        if not self.computes:
-            return self._barrier()
-        cfg, task = self.cfg, self.tasks[t]
-        items = self.state["buffers"][task.name]
-        queries = self._queries(t)
-        seekr = cfg.method == "seekr"
-        self.core.eval()
-        work = self.run.path("work") / task.name
-        sens = torch.zeros(self.layout.num_layers, self.layout.num_heads)
-        forget = torch.zeros_like(sens)
-        logits, t0 = [], time.perf_counter()
-        for k, i in enumerate(items):
-            ids, labels = self._enc(task, i)
-            pos = kd_positions(torch.tensor([labels]), cfg.shifted_kd)[0]
-            if seekr:
-                s, after, lg = sensitivity_and_maps(self.core, ids, labels, queries[k], cfg.masked_sensitivity)
-                if self.main:
-                    sens += s / len(items)
-                    forget += forgettability(torch.load(work / f"before{k}.pt", weights_only=True), after) / len(items)
-                    torch.save(after.half(), work / f"after{k}.pt")
-            else:
-                with torch.no_grad():
-                    lg = self.core(input_ids=torch.tensor([ids], device=next(self.core.parameters()).device),
-                                   use_cache=False).logits[0].float().cpu()
-            logits.append(topk_logprobs(lg[pos], cfg.logit_topk))
-        if self.main:
-            self._write_teacher(t, sens, forget, logits, queries, time.perf_counter() - t0)
-        self._barrier()
-
-    def _write_teacher(self, t: int, sens, forget, logits, queries, seconds: float):
-        cfg, task = self.cfg, self.tasks[t]
-        items = self.state["buffers"][task.name]
-        seekr = cfg.method == "seekr"
-        work = self.run.path("work") / task.name
-        heads: dict[int, list[int]] = {}
-        if seekr:
-            imp = torch.tensor(self.state["importance"]) if self.state["importance"] else torch.zeros_like(sens)
-            imp = imp + normalize_layers(sens) * forget
-            heads = select_heads(imp, cfg.layer_budget, cfg.head_budget)
-            self.state["importance"] = imp.tolist()
-            self.state.setdefault("sensitivity", {})[task.name] = normalize_layers(sens).tolist()
-            self.state.setdefault("forgettability", {})[task.name] = forget.tolist()
-        self.state["heads"][task.name] = {str(l): h for l, h in heads.items()}
-        samples = []
-        for k in range(len(items)):
-            after = torch.load(work / f"after{k}.pt", weights_only=True) if seekr else None
-            samples.append({"maps": {l: after[l, hs] for l, hs in heads.items()}, "queries": queries[k],
-                            "logits": logits[k]})
-        self.state["store_bytes"][task.name] = write_shard(self.run.path("teacher") / f"{task.name}.safetensors",
-                                                           task.name, items, heads, samples)
-        self.state["timing"].setdefault(task.name, {})["teacher_seconds"] = seconds
 
     # ---- evaluation ---------------------------------------------------------------------------------
 
@@ -435,11 +325,9 @@ class Continual:
             if self.main:
                 self.log(f"{label}: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, row)))
                 self.state.setdefault("examples", {})[label] = examples
-        if self.acc is not None:
-            from accelerate.utils import broadcast_object_list
+        from accelerate.utils import broadcast_object_list
 
-            row = broadcast_object_list([row])[0]
-        return row
+        return broadcast_object_list([row])[0]
 
     def results(self) -> dict:
         names = [t.name for t in self.tasks]

@@ -1,4 +1,4 @@
-"""Options and output helpers shared by every command."""
+"""Options and helpers shared by every command: each option is declared once, with one meaning everywhere."""
 
 from __future__ import annotations
 
@@ -8,13 +8,25 @@ from typing import Any, NoReturn
 
 import typer
 
-MODEL = typer.Option(..., "--model", "-m", help="Alias (smollm2, gemma3-270m, emoji-llava), local model folder, .gguf file, emoji_llava.safetensors from "
-                     "`headwise testbed train`, or hub id.")
+MODEL = typer.Option(..., "--model", "-m", help="Alias (smollm2, gemma3-270m, emoji-llava), local model folder, .gguf "
+                     "file, emoji_llava.safetensors from `headwise testbed train`, or hub id.")
 DTYPE = typer.Option("auto", help="Weights dtype: auto (float32 on CPU), float32, bfloat16 or float16.")
 DEVICE = typer.Option(None, help="Device (cpu, cuda, cuda:1...); CUDA when available.")
 TRUST = typer.Option(False, "--trust-remote-code", help="Allow a hub model to run its own code. Off unless given.")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+PRESET = typer.Option(None, "--preset", help="Start from a named preset of the method's settings (data next to its "
+                      "config; the docs list them); options given explicitly override it. Recorded in the run.")
 
+# Decoding, the same for `vhr describe`, `eval chair|pope --model` and `testbed evaluate` (VHR's settings are
+# headwise.vhr.config.VHRConfig; its presets: paper, no-outlier-rule, image-only).
+METHOD = typer.Option("vhr", help="Decoding method: greedy, vhr, vcd or pai.")
+ALPHA = typer.Option(2.0, help="VHR: scale of the chosen heads (> 0; 1 changes nothing).")
+LAYERS = typer.Option(None, help="VHR: reinforced layers, e.g. 1,17-29; default 1 plus the last 14/32 of the depth.")
+HEADS = typer.Option("vhd", help="VHR: which heads to reinforce: vhd (the paper's choice), random (as many per layer "
+                                  "and image, drawn with the seed) or complement (as many, drawn from those VHD did "
+                                  "not choose).")
+POSITIONS = typer.Option("all", help="VHR: where to scale the heads: all (the paper) or generated (only the positions "
+                                     "that predict output tokens).")
 
 # The output directory named on the command line (or by its default), for the Ctrl-C message.
 REQUESTED_OUT: list[str] = []
@@ -70,3 +82,33 @@ def int_list(value: str | None, what: str) -> list[int] | None:
     except ValueError:
         fail(f"{what} must be a comma-separated list of integers or ranges like 0,3,5-7, got {value!r}.")
     return out
+
+
+def names(value: str) -> list[str]:
+    """Parse "a, b,c" into ["a", "b", "c"]."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def given(ctx: typer.Context) -> set[str]:
+    """The options the user set on purpose (command line or environment), as opposed to their defaults."""
+    # By the enum's name: typer may bring its own copy of click's ParameterSource.
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def settings(cls, ctx: typer.Context, preset: str | None, options: dict[str, Any]):
+    """`cls` (a Settings class) from a command's options named like its fields: the options' values, then the
+    preset where `cls` has it, then the options given explicitly (headwise.config.apply_preset)."""
+    from headwise.config import apply_preset
+
+    base = {name: options[name] for name in cls.field_names() if name in options}
+    return apply_preset(cls, preset, {k: v for k, v in base.items() if k in given(ctx)}, base)
+
+
+def vhr_settings(ctx: typer.Context, preset: str | None, alpha: float, layers: str | None, heads: str,
+                 positions: str):
+    """VHR's settings from the shared decoding options and --preset."""
+    from headwise.vhr.config import VHRConfig
+
+    return settings(VHRConfig, ctx, preset, {"alpha": alpha, "layers": int_list(layers, "--layers"), "heads": heads,
+                                             "positions": positions})

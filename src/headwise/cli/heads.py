@@ -33,44 +33,11 @@ def scan(
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
 ) -> None:
     """Ablate each head in turn and measure the perplexity increase; writes results.json and a heatmap."""
-    from headwise.heads.scan import ScanConfig
+    from headwise.eval.ablation import ScanConfig, open_run, run_scan, scan_text
 
     config = ScanConfig(data=data, seq_len=seq_len, windows=windows, batch_size=batch_size,
                         layers=int_list(layers, "--layers"))
-    result = run_scan(model, config, out, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                      progress=not as_json)
-    emit(result, as_json, scan_summary(result, top))
-
-
-def run_scan(model: str, config, out: str | None, dtype="auto", device=None, trust_remote_code=False,
-             progress=True) -> dict:
-    """Load, scan, and write results.json plus heatmap.png into the run directory; returns the results."""
-    from dataclasses import asdict
-
-    from headwise.heads import layout
-    from headwise.heads.scan import delta_matrix, scan as do_scan
-    from headwise.plots import heatmap
-    from headwise.runs import Run
-
     m, tok = load(model, dtype, device, trust_remote_code)
-    lay = layout(m)
-    for layer in config.layers or ():
-        lay.check_layer(layer)  # refuse bad layers before a run directory is created for them
-    run = Run(out, "heads scan", {"model": model, "dtype": dtype, **asdict(config)})
-    result = do_scan(m, tok, config, run=run, progress=progress)
-    marks = [(t["layer"], t["head"]) for t in result["top_heads"][:10]]
-    plot = heatmap(delta_matrix(result), run.path("heatmap.png"), f"{model}: perplexity increase when a head is ablated",
-                   "ppl increase (%)", marks=marks,
-                   marks_label=f"the {len(marks)} heads whose ablation raises perplexity most")
-    result |= {"run_dir": str(run.dir), "plot": str(plot)}
-    run.finish(result)
-    return result
-
-
-def scan_summary(result: dict, top: int) -> str:
-    lines = [f"baseline perplexity {result['baseline_ppl']:.3f} on {result['scan']['tokens']} tokens",
-             "most important heads (perplexity increase when ablated):"]
-    for t in result["top_heads"][:top]:
-        lines.append(f"  layer {t['layer']:2d} head {t['head']:2d}  +{t['ppl_increase']:.3f}")
-    lines += [f"results: {result['run_dir']}/results.json", f"plot:    {result['plot']}"]
-    return "\n".join(lines)
+    run = open_run(out, model, dtype, config, m)
+    result = run_scan(m, tok, config, run, title=model, progress=not as_json)
+    emit(result, as_json, scan_text(result, top))

@@ -1,10 +1,11 @@
-"""`headwise testbed`: make OpenMoji scene benchmarks and train the small emoji-llava model."""
+"""`headwise testbed`: make OpenMoji scene benchmarks, train the small emoji-llava model, compare decoders on it."""
 
 from __future__ import annotations
 
 import typer
 
-from headwise.cli.common import JSON, emit, out_option
+from headwise.cli.common import (ALPHA, DEVICE, DTYPE, HEADS, JSON, LAYERS, POSITIONS, PRESET, TRUST,
+                                 emit, int_list, load, names, out_option, vhr_settings)
 
 app = typer.Typer(help="A hallucination testbed that runs on a laptop CPU: OpenMoji scenes and emoji-llava.",
                   no_args_is_help=True)
@@ -48,12 +49,8 @@ def train(out: str = out_option(..., "Run directory; rerun with the same one to 
     from headwise.errors import HeadwiseError
     from headwise.testbed.train import TrainConfig, train as do_train
 
-    if min(vision_steps, caption_steps, answer_steps) < 0:
-        raise HeadwiseError("--vision-steps, --caption-steps and --answer-steps must be 0 or more.")
     if full_lr is not None and not full_ft:
         raise HeadwiseError("--full-lr applies only to a full fine-tune; add --full-ft or drop --full-lr.")
-    if full_lr is not None and not full_lr > 0:
-        raise HeadwiseError(f"--full-lr must be above 0, not {full_lr}.")
     lr = {} if full_lr is None else {"full_lr": full_lr}
     result = do_train(out, TrainConfig(vision_steps=vision_steps, caption_steps=caption_steps,
                                        answer_steps=answer_steps, seed=seed, full_ft=full_ft, init=init, **lr),
@@ -63,7 +60,8 @@ def train(out: str = out_option(..., "Run directory; rerun with the same one to 
 
 
 @app.command()
-def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, method and task; resumable)."),
+def evaluate(ctx: typer.Context,
+             out: str = out_option(..., "Run directory (one sub-run per seed, method and task; resumable)."),
              model: str = typer.Option("emoji-llava", "--model", "-m",
                                        help="Vision-language model to evaluate: emoji-llava, an emoji_llava.safetensors "
                                             "from `headwise testbed train`, or any model --model takes elsewhere."),
@@ -71,39 +69,19 @@ def evaluate(out: str = out_option(..., "Run directory (one sub-run per seed, me
              seeds: str = typer.Option("0,1,2", help="Scene streams, e.g. 0,1,2 (below 1000: test streams)."),
              methods: str = typer.Option("greedy,vhr,vcd,pai", help="Decoding methods to compare."),
              splits: str = typer.Option("random,popular,adversarial", help="POPE splits, or none for CHAIR alone."),
-             alpha: float = typer.Option(2.0, help="VHR scale (> 0)."),
-             layers: str = typer.Option(None, help="VHR layers, e.g. 1,17-29; default 1 plus the last 14/32."),
-             heads: str = typer.Option("vhd", help="VHR heads: vhd (the paper's choice), random (as many per layer "
-                                                   "and image, drawn with the scene seed) or complement (as many, "
-                                                   "drawn from those VHD did not choose)."),
-             positions: str = typer.Option("all", help="Where VHR scales: all (the paper) or generated (only the "
-                                                       "positions that predict output tokens)."),
+             alpha: float = ALPHA, layers: str = LAYERS, heads: str = HEADS, positions: str = POSITIONS,
+             preset: str = PRESET,
              max_new_tokens: int = typer.Option(64, help="Caption length cap."),
              batch_size: int = typer.Option(6, help="Images per generate() call, for captions and answers alike."),
-             as_json: bool = JSON) -> None:
+             dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON) -> None:
     """CHAIR and POPE for each method on the same scenes, mean +- std over seeds; writes table.md."""
-    from headwise.cli.common import int_list
-    from headwise.errors import HeadwiseError
-    from headwise.testbed.dataset import POPE_SPLITS
-    from headwise.testbed.evaluate import TableConfig, evaluate as do_evaluate
-    from headwise.vhr import METHODS
-    from headwise.vhr.core import HEAD_CHOICES, POSITIONS, check_alpha, check_choice
+    from headwise.testbed.evaluate import TableConfig, evaluate as do_evaluate, open_run
+    from headwise.vhr.config import check_vhr_preset
 
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    split_list = [s.strip() for s in splits.split(",") if s.strip() and s.strip() != "none"]
-    for m in method_list:
-        if m not in METHODS:
-            raise HeadwiseError(f"unknown method {m!r}; choose from {', '.join(METHODS)}.")
-    for s in split_list:
-        if s not in POPE_SPLITS:
-            raise HeadwiseError(f"unknown POPE split {s!r}; choose from {', '.join(POPE_SPLITS)}.")
-    check_alpha(alpha)
-    check_choice(heads, HEAD_CHOICES, "--heads")
-    check_choice(positions, POSITIONS, "--positions")
-    if batch_size < 1 or n < 1 or max_new_tokens < 1:
-        raise HeadwiseError("--n, --batch-size and --max-new-tokens must be at least 1.")
-    cfg = TableConfig(model=model, n=n, seeds=int_list(seeds, "--seeds") or [0], methods=method_list,
-                      splits=split_list, max_new_tokens=max_new_tokens, alpha=alpha, layers=int_list(layers, "--layers"),
-                      batch_size=batch_size, heads=heads, positions=positions)
-    result = do_evaluate(out, cfg)
+    check_vhr_preset(preset, names(methods))
+    cfg = TableConfig(model=model, n=n, seeds=int_list(seeds, "--seeds") or [0], methods=names(methods),
+                      splits=[s for s in names(splits) if s != "none"], max_new_tokens=max_new_tokens,
+                      batch_size=batch_size, dtype=dtype, vhr=vhr_settings(ctx, preset, alpha, layers, heads, positions))
+    m, proc = load(model, dtype, device, trust_remote_code)  # first: a --model that does not load leaves no run dir
+    result = do_evaluate(m, proc, cfg, open_run(out, cfg, preset))
     emit(result["table"], as_json, result["markdown"])

@@ -64,10 +64,7 @@ class Calibration:
                 shared.setdefault(id(h), []).append(name)
             for names in shared.values():
                 tensors[f"hessian.{b}.{','.join(names)}"] = block[names[0]]
-        tmp = Path(path).with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        atomic_write(path, tmp.read_bytes())
-        tmp.unlink()
+        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
 
     @classmethod
     def load(cls, path: Path, num_blocks: int) -> Calibration:

@@ -1,13 +1,18 @@
-"""Settings of UniCuCo's calibration, fitting and serving, as plain dataclasses (saved into run directories)."""
+"""Settings of UniCuCo's calibration, fitting and serving (recorded in run directories and StratNets).
+
+Presets: `faithful` counts the weights pruned per row as locuslab/wanda does (`int()`, docs/unicuco.md).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from headwise.config import Settings
 from headwise.errors import HeadwiseError
 
 SPACES = ("unstructured", "depth")
-METHODS = ("wanda", "sparsegpt")
+METHODS = ("wanda", "sparsegpt")  # the unstructured pruners, registered in headwise.compress.objectives.PRUNERS
+ROUNDINGS = ("nearest", "floor")
 MAX_SPARSITY = 0.95
 
 
@@ -16,8 +21,13 @@ def check_method(method: str) -> None:
         raise HeadwiseError(f"unknown pruning method {method!r}; use one of {', '.join(METHODS)}.")
 
 
+def check_space(space: str) -> None:
+    if space not in SPACES:
+        raise HeadwiseError(f"unknown space {space!r}; use one of {', '.join(SPACES)}.")
+
+
 @dataclass
-class CalibConfig:
+class CalibConfig(Settings):
     """Calibration and evaluation text.
 
     Args:
@@ -30,8 +40,10 @@ class CalibConfig:
         ppl_windows: test windows for perplexity.
         batch_size: windows per forward pass.
         method: unstructured pruner, "wanda" (input norms, no weight update) or "sparsegpt" (per-layer Hessians,
-            OBS weight updates). It lives here because it decides which statistics calibration collects, and
-            runs saved before it existed load as "wanda".
+            OBS weight updates). It lives here because it decides which statistics calibration collects.
+        rounding: how a block's ratio becomes a count of weights pruned per row: "nearest" (round; the searched
+            ratios are continuous, so each is met within half a weight per row) or "floor" (`int()`, as
+            locuslab/wanda, which prunes up to one weight per row less than asked; the `faithful` preset).
     """
 
     data: str = "wiki-en"
@@ -40,10 +52,22 @@ class CalibConfig:
     ppl_windows: int = 4
     batch_size: int = 2
     method: str = "wanda"
+    rounding: str = "nearest"
+
+    PRESETS = {"faithful": {"rounding": "floor"}}
+
+    def validate(self) -> None:
+        check_method(self.method)
+        if self.rounding not in ROUNDINGS:
+            raise HeadwiseError(f"unknown rounding {self.rounding!r}; use one of {', '.join(ROUNDINGS)}.")
+        if self.windows < 1 or self.ppl_windows < 1 or self.seq_len < 8:
+            raise HeadwiseError("need at least one calibration and one perplexity window of at least 8 tokens.")
+        if self.batch_size < 1:
+            raise HeadwiseError(f"the batch size must be at least 1, got {self.batch_size}.")
 
 
 @dataclass
-class FitConfig:
+class FitConfig(Settings):
     """The GP / StratNet loop (PSL-MOBO pattern).
 
     Args:
@@ -88,3 +112,14 @@ class FitConfig:
     gp_iters: int = 200
     kernel: str = "matern"
     seed: int = 0
+
+    def validate(self) -> None:
+        check_space(self.space)
+        if self.evals < 4 or not 2 <= self.initial <= self.evals or self.batch < 1:
+            raise HeadwiseError("need evals >= 4, 2 <= initial <= evals and batch >= 1.")
+        if not 0 < self.max_ratio <= 0.95 or not 0 <= self.min_sparsity < self.max_sparsity <= self.max_ratio:
+            raise HeadwiseError("need 0 < max_ratio <= 0.95 and 0 <= min_sparsity < max_sparsity <= max_ratio.")
+        if not 0 <= self.spread <= self.max_ratio:
+            raise HeadwiseError(f"the spread must be in [0, max_ratio], got {self.spread}.")
+        if self.kernel not in ("matern", "rbf"):
+            raise HeadwiseError(f"unknown kernel {self.kernel!r}; use matern or rbf.")

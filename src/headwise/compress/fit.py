@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from headwise.compress import stratnet as sn
 from headwise.compress.calibration import Calibration, collect
-from headwise.compress.config import SPACES, CalibConfig, FitConfig, check_method
+from headwise.compress.config import CalibConfig, FitConfig
 from headwise.compress.depth import drop_top
 from headwise.compress.gp import GPSurrogate
 from headwise.compress.objectives import Evaluator
@@ -26,19 +26,9 @@ STATE = "evals.json"
 
 
 def check_config(fit: FitConfig, calib: CalibConfig) -> None:
-    if fit.space not in SPACES:
-        raise HeadwiseError(f"unknown space {fit.space!r}; use one of {', '.join(SPACES)}.")
-    check_method(calib.method)
+    """What the two configs (each checked on its own) cannot be together."""
     if fit.space == "depth" and calib.method != "wanda":
         raise HeadwiseError(f"method {calib.method!r} prunes weights; the depth space removes whole blocks instead.")
-    if fit.evals < 4 or not 2 <= fit.initial <= fit.evals or fit.batch < 1:
-        raise HeadwiseError("need evals >= 4, 2 <= initial <= evals and batch >= 1.")
-    if not 0 < fit.max_ratio <= 0.95 or not 0 <= fit.min_sparsity < fit.max_sparsity <= fit.max_ratio:
-        raise HeadwiseError("need 0 < max_ratio <= 0.95 and 0 <= min_sparsity < max_sparsity <= max_ratio.")
-    if not 0 <= fit.spread <= fit.max_ratio:
-        raise HeadwiseError(f"the spread must be in [0, max_ratio], got {fit.spread}.")
-    if calib.windows < 1 or calib.ppl_windows < 1 or calib.seq_len < 8:
-        raise HeadwiseError("need at least one calibration and one perplexity window of at least 8 tokens.")
 
 
 def calibration(model, tokenizer, config: CalibConfig, run=None) -> Calibration:
@@ -128,7 +118,7 @@ def fit(model, tokenizer, model_name: str, calib_cfg: CalibConfig, fit_cfg: FitC
     calib = calibration(model, tokenizer, calib_cfg, run)
     if state["calibration_seconds"] is None:
         state["calibration_seconds"] = time.perf_counter() - t0
-    ev = Evaluator(model, calib, fit_cfg.space, calib_cfg.batch_size, calib_cfg.method)
+    ev = Evaluator.for_config(model, calib, fit_cfg.space, calib_cfg)
     d = ev.num_blocks
     bar = tqdm(total=fit_cfg.evals, initial=len(state["x"]), desc="true evaluations", disable=not progress)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
 
 from headwise.compress.calibration import Calibration
-from headwise.compress.config import SPACES, check_method
+from headwise.compress.config import CalibConfig, check_method, check_space
 from headwise.compress.depth import DepthPruner
 from headwise.compress.sparsegpt import SparseGPTPruner
 from headwise.compress.wanda import WandaPruner
@@ -47,15 +48,23 @@ def mean_kl(model, ids: torch.Tensor, dense_logp: torch.Tensor, batch_size: int 
     return total / count
 
 
-def make_pruner(model, calib: Calibration, space: str = "unstructured", method: str = "wanda"):
-    """The one place that picks the pruner: blocks removed (depth), or per-block ratios applied by `method` from
-    the cached statistics (unstructured)."""
-    if space not in SPACES:
-        raise HeadwiseError(f"unknown space {space!r}; use one of {', '.join(SPACES)}.")
+# The unstructured pruners by name, one registration line each: (model, calibration statistics, rounding) ->
+# a pruner with apply(ratios) / restore(). `--method` and the StratNet's recorded method read this table.
+PRUNERS: dict[str, Callable] = {
+    "wanda": lambda model, calib, rounding: WandaPruner(model, calib.norms, rounding=rounding),
+    "sparsegpt": lambda model, calib, rounding: SparseGPTPruner(model, calib.hessians, rounding=rounding),
+}
+
+
+def make_pruner(model, calib: Calibration, space: str = "unstructured", method: str = "wanda",
+                rounding: str = "nearest"):
+    """The one place that picks the pruner: blocks removed (depth), or per-block ratios applied by the registered
+    `method` from the cached statistics (unstructured)."""
+    check_space(space)
     if space == "depth":
         return DepthPruner(model)
     check_method(method)
-    return SparseGPTPruner(model, calib.hessians) if method == "sparsegpt" else WandaPruner(model, calib.norms)
+    return PRUNERS[method](model, calib, rounding)
 
 
 class Evaluator:
@@ -72,13 +81,20 @@ class Evaluator:
     """
 
     def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2,
-                 method: str = "wanda", heldout: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 method: str = "wanda", heldout: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 rounding: str = "nearest"):
         self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
         self.heldout = heldout
-        self.pruner = make_pruner(model, calib, space, method)
+        self.pruner = make_pruner(model, calib, space, method, rounding)
         self.num_blocks = self.pruner.num_blocks
         self.evaluations = 0
         self.seconds = 0.0
+
+    @classmethod
+    def for_config(cls, model, calib: Calibration, space: str, config: CalibConfig,
+                   heldout: tuple[torch.Tensor, torch.Tensor] | None = None) -> Evaluator:
+        """The evaluator a fit or a StratNet's calibration settings ask for (batch size, pruner, rounding)."""
+        return cls(model, calib, space, config.batch_size, config.method, heldout, config.rounding)
 
     def check(self, strategy) -> list[float]:
         x = [float(v) for v in strategy]

@@ -3,7 +3,6 @@ measure, optionally save. No search and no true evaluation happen per request.""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from headwise.compress.config import CalibConfig
 from headwise.compress.objectives import Evaluator
 from headwise.compress.strategy import fingerprint, preference_for_sparsity, project
 from headwise.errors import HeadwiseError
+from headwise.runs import read_jsonl, write_jsonl
 
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -49,7 +49,7 @@ class Server:
         """`stratnet`: a shipped StratNet's name (see SHIPPED) or a directory holding one."""
         self.net, self.meta = sn.load(stratnet_dir(stratnet))
         self.space = self.meta["space"]
-        self.calib_config = CalibConfig(**self.meta["calibration"])
+        self.calib_config = CalibConfig.from_dict(self.meta["calibration"])
 
     def check_model(self, model) -> None:
         mine, theirs = self.meta["fingerprint"], fingerprint(model)
@@ -82,13 +82,9 @@ def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibra
     from tqdm.auto import tqdm
 
     server.check_model(model)
-    ev = Evaluator(model, calib, server.space, server.calib_config.batch_size, server.calib_config.method)
+    ev = Evaluator.for_config(model, calib, server.space, server.calib_config)
     path = run.path("results.jsonl")
-    done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row
+    done = {row["id"]: row for row in read_jsonl(path)}  # a line cut short by a kill is redone
     rows = []
     for req in tqdm(requests, desc="requests", disable=not progress):
         if req["id"] in done and (not save or (run.dir / req["id"] / "config.json").is_file()):
@@ -105,7 +101,5 @@ def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibra
                "seconds_to_strategy_and_prune": t_apply}
         rows.append(row)
         done[req["id"]] = row
-        from headwise.runs import atomic_write
-
-        atomic_write(path, "".join(json.dumps(done[r["id"]]) + "\n" for r in rows))
+        write_jsonl(path, [done[r["id"]] for r in rows])
     return rows

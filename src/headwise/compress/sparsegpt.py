@@ -82,13 +82,15 @@ class SparseGPTPruner(BlockPruner):
         hessians: per block, linear name -> Hessian, where linears with the same input hold the same tensor
             (`Calibration.hessians`, collected with method "sparsegpt").
         blocksize: columns per lazy-update block.
+        rounding: how a ratio becomes a count of weights pruned per row (`Linear.pruned_per_row`).
     """
 
-    def __init__(self, model, hessians: list[dict[str, torch.Tensor]] | None, blocksize: int = BLOCKSIZE):
+    def __init__(self, model, hessians: list[dict[str, torch.Tensor]] | None, blocksize: int = BLOCKSIZE,
+                 rounding: str = "nearest"):
         if hessians is None:
             raise HeadwiseError("SparseGPT needs the Hessians that calibration collects only with method "
                                 "'sparsegpt'; these statistics were collected for Wanda.")
-        super().__init__(model)
+        super().__init__(model, rounding)
         self.blocksize = blocksize
         # Per block: (Hessian, the linears that read its input).
         self.groups: list[list[tuple[torch.Tensor, list[Linear]]]] = []
@@ -113,7 +115,7 @@ class SparseGPTPruner(BlockPruner):
         out: dict[str, torch.Tensor] = {}
         for h, entries in self.groups[b]:
             w = torch.cat([e.out_in(e.dense) for e in entries])
-            k = entries[0].pruned_per_row(ratio)
+            k = entries[0].pruned_per_row(ratio, self.rounding)
             if k:
                 if id(h) not in self.factors:
                     self.factors[id(h)] = inverse_factor(h.to(w.device, torch.promote_types(w.dtype, torch.float32)))

@@ -104,10 +104,8 @@ def save(net: StratNet, directory: Path, meta: dict) -> None:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{WEIGHTS}.tmp"
-    save_file({k: v.detach().float().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    atomic_write(directory / WEIGHTS, tmp.read_bytes())
-    tmp.unlink()
+    tensors = {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     full = {**meta, "num_blocks": net.num_blocks, "hidden": net.hidden, "max_ratio": net.max_ratio,
             "spread": net.spread}
     atomic_write(directory / META, json.dumps(full, indent=2) + "\n")

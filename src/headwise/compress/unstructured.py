@@ -42,12 +42,12 @@ class Linear:
     def out_features(self) -> int:
         return self.out_in(self.dense).shape[0]
 
-    def pruned_per_row(self, ratio: float, faithful: bool = False) -> int:
+    def pruned_per_row(self, ratio: float, rounding: str = "nearest") -> int:
         """Weights pruned per row at `ratio`. locuslab/wanda truncates, int(in_features * ratio), so it always
         prunes less than asked, by up to one weight per row. We round to the nearest count instead: the searched
         per-block ratios are continuous, and rounding meets each within half a weight per row on either side.
-        faithful=True truncates as the reference does."""
-        return int(ratio * self.in_features) if faithful else int(round(ratio * self.in_features))
+        rounding="floor" truncates as the reference does (`CalibConfig.rounding`)."""
+        return int(ratio * self.in_features) if rounding == "floor" else int(round(ratio * self.in_features))
 
     def write(self, weight: torch.Tensor) -> None:
         """Set the module's weight from a tensor in its own layout."""
@@ -65,8 +65,8 @@ def statistic(stats: list[dict[str, torch.Tensor]], b: int, name: str, what: str
 class BlockPruner:
     """Base of the unstructured pruners: subclasses implement `_prune_block(b, ratio)` for ratio > 0."""
 
-    def __init__(self, model, faithful: bool = False):
-        self.faithful = faithful  # count pruned weights per row as locuslab/wanda does (`Linear.pruned_per_row`)
+    def __init__(self, model, rounding: str = "nearest"):
+        self.rounding = rounding  # how a ratio becomes a count of pruned weights per row (`Linear.pruned_per_row`)
         self.blocks: list[list[Linear]] = [
             [Linear(name, mod, mod.weight.data.clone(), type(mod).__name__ == "Conv1D") for name, mod in linears]
             for linears in block_linears(model)]
@@ -103,7 +103,7 @@ class BlockPruner:
         pruned = total = 0
         for b, entries in enumerate(self.blocks):
             for e in entries:
-                pruned += e.pruned_per_row(self.current[b], self.faithful) * e.out_features
+                pruned += e.pruned_per_row(self.current[b], self.rounding) * e.out_features
                 total += e.in_features * e.out_features
         return pruned / total if total else 0.0
 

@@ -2,7 +2,7 @@
 
 For every linear layer the per-row rank of each weight under the Wanda score |W_ij| * ||X_j|| is computed once
 (from cached input norms). Pruning a row to ratio s then zeroes the round(s * in_features) lowest-ranked
-weights (locuslab/wanda's int() with faithful=True, see `Linear.pruned_per_row`), a comparison instead of a
+weights (locuslab/wanda's int() with rounding="floor", see `Linear.pruned_per_row`), a comparison instead of a
 sort, and the dense weights are kept aside so restoring is a copy.
 """
 
@@ -24,11 +24,12 @@ class WandaPruner(BlockPruner):
     Args:
         model: the dense model (its weights are modified in place by `apply`).
         norms: per block, linear name -> input-feature L2 norms (`Calibration.norms`).
-        faithful: prune int(ratio * in_features) weights per row as locuslab/wanda does, instead of the rounded count.
+        rounding: "floor" prunes int(ratio * in_features) weights per row as locuslab/wanda does; "nearest" (the
+            default) the rounded count.
     """
 
-    def __init__(self, model, norms: list[dict[str, torch.Tensor]], faithful: bool = False):
-        super().__init__(model, faithful)
+    def __init__(self, model, norms: list[dict[str, torch.Tensor]], rounding: str = "nearest"):
+        super().__init__(model, rounding)
         # Ranks are kept in each module's own layout, so pruning is one torch.where on its weight.
         self.ranks = [[e.out_in(wanda_rank(e.out_in(e.dense).cpu(), statistic(norms, b, e.name, "input norms")))
                        .contiguous().to(e.dense.device) for e in entries]
@@ -36,5 +37,5 @@ class WandaPruner(BlockPruner):
 
     def _prune_block(self, b: int, ratio: float) -> None:
         for e, rank in zip(self.blocks[b], self.ranks[b]):
-            k = e.pruned_per_row(ratio, self.faithful)
+            k = e.pruned_per_row(ratio, self.rounding)
             torch.where(rank < k, torch.zeros((), dtype=e.dense.dtype), e.dense, out=e.module.weight.data)

@@ -7,25 +7,12 @@ When all shards are done the main process merges them, in item order, into one J
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from headwise.runs import Run, atomic_write, read_jsonl
-
-
-def process_state():
-    """This process's rank and the world size under `accelerate launch` (a single process otherwise).
-
-    On a machine without CUDA the processes talk over gloo: launch them with
-    `accelerate launch --multi_gpu --num_processes N` (accelerate's `--cpu` flag starts only one
-    process unless MPI is set up).
-    """
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
+from headwise.distributed import process_state
+from headwise.runs import JsonlLog, Run, read_jsonl, write_jsonl
 
 
 def run_items(run: Run, name: str, items: list[dict], key: str, work: Callable[[list[dict]], list[dict]],
@@ -41,21 +28,17 @@ def run_items(run: Run, name: str, items: list[dict], key: str, work: Callable[[
         On the main process the merged records in item order; None on the other processes.
     """
     state = process_state()
-    shard = run.path(f"{name}.rank{state.process_index}.jsonl")
-    # A shard can hold a truncated line after a crash: rewrite it clean before appending.
-    done_rows = read_jsonl(shard)
-    atomic_write(shard, "".join(json.dumps(r) + "\n" for r in done_rows))
-    done = {r[key] for r in done_rows}
+    # A shard can hold a truncated line after a crash: JsonlLog drops it before anything is appended.
+    shard = JsonlLog(run.path(f"{name}.rank{state.process_index}.jsonl"))
+    done = {r[key] for r in shard.rows}
     mine = items[state.process_index::state.num_processes]
     todo = [it for it in mine if it[key] not in done]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc, disable=not state.is_local_main_process)
-    with open(shard, "a", encoding="utf-8") as f:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            for item, result in zip(batch, _work_or_record(work, batch)):
-                f.write(json.dumps({key: item[key], **result}) + "\n")
-                f.flush()
-            bar.update(len(batch))
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        for item, result in zip(batch, _work_or_record(work, batch)):
+            shard.append({key: item[key], **result})
+        bar.update(len(batch))
     bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -65,7 +48,7 @@ def run_items(run: Run, name: str, items: list[dict], key: str, work: Callable[[
         for row in read_jsonl(run.path(f"{name}.rank{rank}.jsonl")):
             by_key[row[key]] = row
     merged = [by_key[it[key]] for it in items if it[key] in by_key]
-    atomic_write(run.path(f"{name}.jsonl"), "".join(json.dumps(r) + "\n" for r in merged))
+    write_jsonl(run.path(f"{name}.jsonl"), merged)
     return merged
 
 

@@ -12,11 +12,39 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headwise.config import Settings
 from headwise.errors import HeadwiseError
 from headwise.eval import chair as chair_mod
 from headwise.eval import pope as pope_mod
-from headwise.eval.runner import process_state, run_items
+from headwise.distributed import process_state
+from headwise.eval.runner import run_items
 from headwise.runs import Run
+
+
+@dataclass
+class ChairConfig(Settings):
+    """What `eval chair --model` captions and how it scores: `n` images sampled (seeded) from those annotated in
+    `annotations` and present in `images` (or the list in `image_ids`), scored with `synonyms` (headwise's table
+    when None), cutting each caption after its last full sentence when `drop_incomplete`."""
+
+    images: str = ""
+    annotations: str = ""
+    n: int = 500
+    image_ids: str | None = None
+    synonyms: str | None = None
+    drop_incomplete: bool = False
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise HeadwiseError(f"--n must be at least 1, got {self.n}.")
+
+
+@dataclass
+class PopeConfig(Settings):
+    """What `eval pope --model` answers: the POPE `questions` about the images in `images`."""
+
+    images: str = ""
+    questions: str = ""
 
 
 @dataclass
@@ -63,13 +91,14 @@ def _timing(rows: list[dict]) -> float | None:
     return sum(times) / len(times) if times else None
 
 
-def run_chair(decoder: Decoder, images: Path, annotations: Path, n: int, run: Run,
-              synonyms: Path | None = None, drop_incomplete: bool = False, image_ids: Path | None = None) -> dict | None:
-    """Caption n sampled images and score CHAIR. Returns the results on the main process."""
+def run_chair(decoder: Decoder, cfg: ChairConfig, run: Run) -> dict | None:
+    """Caption cfg.n sampled images and score CHAIR. Returns the results on the main process."""
     import json
 
     from transformers import set_seed
 
+    images, annotations, n, image_ids = cfg.images, cfg.annotations, cfg.n, cfg.image_ids
+    synonyms, drop_incomplete = cfg.synonyms, cfg.drop_incomplete
     set_seed(decoder.seed)
     ann = chair_mod.load_annotations(annotations)
     vocab = chair_mod.load_synonyms(synonyms)
@@ -99,10 +128,11 @@ def run_chair(decoder: Decoder, images: Path, annotations: Path, n: int, run: Ru
     return result
 
 
-def run_pope(decoder: Decoder, questions: Path, images: Path, run: Run) -> dict | None:
+def run_pope(decoder: Decoder, cfg: PopeConfig, run: Run) -> dict | None:
     """Answer POPE questions about the images and score them. Returns the results on the main process."""
     from transformers import set_seed
 
+    questions, images = cfg.questions, cfg.images
     set_seed(decoder.seed)
     qs = pope_mod.load_questions(questions)
     items = [{"key": q["question_id"] or f"line{q['line']}", "file": q["image"], "text": q["text"]} for q in qs]

@@ -51,13 +51,13 @@ def figure(image_path: Path, captions: dict[str, tuple[str, list[str]]], vhd, pa
 
 def run_vhr_demo(out: Path, n: int = 30) -> str:
     from headwise.models import load_model
-    from headwise.testbed.evaluate import TableConfig, evaluate
+    from headwise.testbed.evaluate import TableConfig, evaluate, open_run
     from headwise.vhr import head_divergence
     from headwise.vhr.inputs import load_image
 
     model, proc = load_model("emoji-llava")
     cfg = TableConfig(n=n, seeds=[DEMO_SEED], methods=["greedy", "vhr"], splits=["random"])
-    result = evaluate(out, cfg, model, proc)
+    result = evaluate(model, proc, cfg, open_run(out, cfg))
     details = {m: json.loads((out / f"seed{DEMO_SEED}-{m}-chair" / "chair_details.json").read_text())
                for m in cfg.methods}
     # The figure shows the first scene where greedy hallucinates, else the first scene.

@@ -9,22 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headwise.config import Settings
+from headwise.errors import HeadwiseError
 from headwise.eval.stats import mean_std
-from headwise.eval.vlm import run_chair, run_pope
+from headwise.eval.vlm import ChairConfig, PopeConfig, run_chair, run_pope
 from headwise.runs import Run, atomic_write
 from headwise.testbed.dataset import POPE_SPLITS, make
-from headwise.vhr.decode import decode_config, decoder
+from headwise.vhr.config import DecodeConfig, VHRConfig
+from headwise.vhr.decode import decoder
 
 
 @dataclass
-class TableConfig:
+class TableConfig(Settings):
     """Settings of `headwise testbed evaluate`.
 
     Args:
+        model: the vision-language model (recorded; the caller loads it). dtype: its weights' dtype.
         n: scenes per seed. seeds: scene streams (test streams: below 1000). methods: decoding methods.
         splits: POPE splits to score. max_new_tokens: caption cap (answers get 8).
-        alpha, layers: VHR settings; heads, positions: VHR's ablations (see headwise.vhr.core).
         batch_size: images per generate() call (captions and POPE answers).
+        vhr: VHR's settings and ablations for the vhr rows (see headwise.vhr.config.VHRConfig).
     """
 
     model: str = "emoji-llava"
@@ -33,54 +37,73 @@ class TableConfig:
     methods: list[str] = field(default_factory=lambda: ["greedy", "vhr", "vcd", "pai"])
     splits: list[str] = field(default_factory=lambda: list(POPE_SPLITS))
     max_new_tokens: int = 64
-    alpha: float = 2.0
-    layers: list[int] | None = None
     batch_size: int = 6
-    heads: str = "vhd"
-    positions: str = "all"
+    dtype: str = "auto"
+    vhr: VHRConfig = field(default_factory=VHRConfig)
+
+    def validate(self) -> None:
+        from headwise.vhr.methods import check_method
+
+        for m in self.methods:
+            check_method(m)
+        for s in self.splits:
+            if s not in POPE_SPLITS:
+                raise HeadwiseError(f"unknown POPE split {s!r}; choose from {', '.join(POPE_SPLITS)}.")
+        if min(self.batch_size, self.n, self.max_new_tokens) < 1:
+            raise HeadwiseError("--n, --batch-size and --max-new-tokens must be at least 1.")
+        if isinstance(self.vhr, dict):
+            self.vhr = VHRConfig.from_dict(self.vhr)
+
+    @classmethod
+    def upgrade(cls, record: dict) -> dict:
+        """Releases up to 0.1.0 recorded VHR's settings flat (alpha, layers, and heads and positions where not the
+        default); they are the nested `vhr` settings now."""
+        record = dict(record)
+        flat = {k: record.pop(k) for k in ("alpha", "layers", "heads", "positions") if k in record}
+        if flat:
+            record["vhr"] = {**record.get("vhr", {}), **flat}
+        return record
+
+    def decode(self, method: str, seed: int, max_new_tokens: int) -> DecodeConfig:
+        return DecodeConfig(method=method, options=self.vhr if method == "vhr" else None,
+                            max_new_tokens=max_new_tokens, seed=seed, batch_size=self.batch_size)
 
 
-def evaluate(out: str | Path, cfg: TableConfig, model=None, processor=None) -> dict:
-    from headwise.models import load_model
+def open_run(out: str | Path, cfg: TableConfig, preset: str | None = None) -> Run:
+    return Run(out, "testbed evaluate", {}, cfg, preset=preset)
 
-    out = Path(out)
-    if model is None:  # first: a --model that does not load must not leave a run directory behind
-        model, processor = load_model(cfg.model)
-    table_run = Run(out, "testbed evaluate", _recorded(cfg))
+
+def evaluate(model, processor, cfg: TableConfig, run: Run) -> dict:
+    """The `testbed evaluate` recipe: every (seed, method, task) as its own resumable run under `run`'s directory,
+    then the table (table.md, results.json)."""
+    out = run.dir
     rows: dict[str, dict[str, list[float]]] = {m: {} for m in cfg.methods}
     for seed in cfg.seeds:
         bench = out / f"scenes-seed{seed}"
         if not (bench / "scenes.jsonl").is_file():
             make(bench, n=cfg.n, seed=seed, progress=False)
         for method in cfg.methods:
-            vhr = {"heads": cfg.heads, "positions": cfg.positions} if method == "vhr" else {}
-            caption = decode_config(method=method, alpha=cfg.alpha, layers=cfg.layers, max_new_tokens=cfg.max_new_tokens,
-                                    seed=seed, batch_size=cfg.batch_size, **vhr)
-            run = Run(out / f"seed{seed}-{method}-chair", "eval chair",
-                      {"model": cfg.model, "n": cfg.n, "decode": caption.__dict__})
-            c = run_chair(decoder(model, processor, caption), bench / "images", bench / "annotations", cfg.n, run)
+            caption = cfg.decode(method, seed, cfg.max_new_tokens)
+            sub = Run(out / f"seed{seed}-{method}-chair", "eval chair", {"model": cfg.model, "n": cfg.n,
+                                                                            "decode": caption})
+            c = run_chair(decoder(model, processor, caption),
+                          ChairConfig(images=str(bench / "images"), annotations=str(bench / "annotations"), n=cfg.n), sub)
             row = rows[method]
             for key in ("chair_s", "chair_i", "recall", "len"):
                 row.setdefault(key, []).append(c["metrics"][key])
             row.setdefault("seconds_per_caption", []).append(c["seconds_per_sample"])
-            answer = decode_config(method=method, alpha=cfg.alpha, layers=cfg.layers, max_new_tokens=8, seed=seed,
-                                   batch_size=cfg.batch_size, **vhr)
+            answer = cfg.decode(method, seed, 8)
             for split in cfg.splits:
-                run = Run(out / f"seed{seed}-{method}-pope-{split}", "eval pope",
-                          {"model": cfg.model, "decode": answer.__dict__})
-                p = run_pope(decoder(model, processor, answer), bench / f"pope_{split}.jsonl", bench / "images", run)
+                sub = Run(out / f"seed{seed}-{method}-pope-{split}", "eval pope", {"model": cfg.model, "decode": answer})
+                p = run_pope(decoder(model, processor, answer),
+                             PopeConfig(images=str(bench / "images"), questions=str(bench / f"pope_{split}.jsonl")), sub)
                 for key in ("f1", "accuracy", "yes_ratio", "unparsed"):
                     row.setdefault(f"pope_{split}_{key}", []).append(p["metrics"][key])
     summary = {m: {k: mean_std(v) for k, v in row.items()} for m, row in rows.items()}
     result = {"table": summary, "markdown": markdown(summary, cfg)}
     atomic_write(out / "table.md", result["markdown"] + "\n")
-    table_run.finish(result)
+    run.finish(result)
     return result
-
-
-def _recorded(cfg: TableConfig) -> dict:
-    """The settings written to config.yaml: the ablations only when set, so tables begun before they existed resume."""
-    return {k: v for k, v in cfg.__dict__.items() if (k, v) not in (("heads", "vhd"), ("positions", "all"))}
 
 
 def markdown(summary: dict, cfg: TableConfig) -> str:
@@ -112,9 +135,11 @@ def _label(method: str, cfg: TableConfig) -> str:
     """VHR's row names its settings, so a table read on its own says what was amplified."""
     if method != "vhr":
         return method
-    layers = "default layers" if cfg.layers is None else "layers " + _ranges(cfg.layers)
-    ablations = [f"{cfg.heads} heads"] * (cfg.heads != "vhd") + [f"{cfg.positions} positions"] * (cfg.positions != "all")
-    return f"vhr (alpha {cfg.alpha:g}, {', '.join([layers, *ablations])})"
+    vhr = cfg.vhr
+    layers = "default layers" if vhr.layers is None else "layers " + _ranges(vhr.layers)
+    ablations = ([f"{vhr.heads} heads"] * (vhr.heads != "vhd") + [f"{vhr.positions} positions"] * (vhr.positions != "all")
+                 + ["no outlier rule"] * (not vhr.outlier_rule) + ["image rows only"] * (not vhr.reinforce_text))
+    return f"vhr (alpha {vhr.alpha:g}, {', '.join([layers, *ablations])})"
 
 
 def _ranges(layers: list[int]) -> str:

@@ -11,10 +11,9 @@ data depend only on the step, so a resumed run trains on exactly what an uninter
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from headwise.config import Settings
 from headwise.errors import HeadwiseError
-from headwise.runs import Run
+from headwise.runs import Run, atomic_write
 from headwise.testbed import model as tbm
 from headwise.testbed.dataset import noun_phrase, target_caption
 from headwise.testbed.scenes import categories, render, sample_scene, world
@@ -33,7 +33,7 @@ PROMPT = "Please describe this image in detail."
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of `headwise testbed train`.
 
     Args:
@@ -66,6 +66,12 @@ class TrainConfig:
     full_ft: bool = False
     full_lr: float = 2e-5
     init: str | None = None
+
+    def validate(self) -> None:
+        if min(self.vision_steps, self.caption_steps, self.answer_steps) < 0:
+            raise HeadwiseError("--vision-steps, --caption-steps and --answer-steps must be 0 or more.")
+        if not self.full_lr > 0:
+            raise HeadwiseError(f"--full-lr must be above 0, not {self.full_lr}.")
 
 
 def _pixels(proc, images) -> torch.Tensor:
@@ -102,26 +108,6 @@ def _load_checkpoint(path: Path):
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
-def _replace(path: Path, write) -> None:
-    """`write(tmp)` beside `path`, then rename: a kill mid-write (a full fine-tune's checkpoint is 1.6 GB) leaves
-    the previous file whole, and no half-written temporary behind."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty checkpoint
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _recorded(cfg: TrainConfig) -> dict:
-    """The settings written to config.yaml: the full fine-tune's only when it is on, so run directories begun
-    before it existed still resume."""
-    return {k: v for k, v in asdict(cfg).items() if cfg.full_ft or k not in ("full_ft", "full_lr")}
-
-
 def train_vision(model, proc, cfg: TrainConfig, run: Run, progress: bool = True) -> dict:
     """Stage 1: the vision tower learns which pictograms a scene holds (and which twice) from mean-pooled patches."""
     tower = model.model.vision_tower
@@ -154,7 +140,7 @@ def train_vision(model, proc, cfg: TrainConfig, run: Run, progress: bool = True)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vision_steps:
             ckpt = {"tower": tower.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
                     "step": step + 1, "losses": losses}
-            _replace(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
+            atomic_write(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
     tower.eval()
     return {"vision_final_loss": float(np.mean(losses[-50:])) if losses else None}
 
@@ -251,7 +237,7 @@ def _fit(net, proc, stage: _Stage, cfg: TrainConfig, run: Run, progress: bool) -
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == stage.steps:
             trainable = {k: p.detach() for k, p in named}
             ckpt = {"trainable": trainable, "opt": opt.state_dict(), "step": step + 1, "losses": losses}
-            _replace(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
+            atomic_write(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
     net.eval()
     return {f"{stage.checkpoint.split('.')[0]}_final_loss": float(np.mean(losses[-50:])) if losses else None}
 
@@ -293,7 +279,7 @@ def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     if init_state is not None and tbm.is_full(init_state) and not cfg.full_ft:
         raise HeadwiseError(f"--init {cfg.init} holds fully fine-tuned SmolLM2 weights; add --full-ft to go on "
                             "training them, or give LoRA weights.")
-    run = Run(out, "testbed train", _recorded(cfg))
+    run = Run(out, "testbed train", {}, cfg)
     torch.manual_seed(cfg.seed)
     model, proc = tbm.fresh(seed=cfg.seed)
     captions, answers = _stages(cfg)
@@ -314,7 +300,7 @@ def train(out: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     stats.update(_fit(trained, proc, answers, cfg, run, progress))
     state = {k: v.to(torch.float16) for k, v in tbm.trainable_state(model, cfg.full_ft).items()}
     weights = run.path("emoji_llava.safetensors")
-    _replace(weights, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp)))
     result = {**stats, "weights": str(weights), "bytes": weights.stat().st_size,
               "total_seconds": time.perf_counter() - start}
     run.finish(result)

@@ -21,7 +21,6 @@ list the objects they are surest of first, so T-VHD's AUROC means little unless 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -29,13 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
+from headwise.config import Settings
 from headwise.errors import HeadwiseError
 from headwise.eval import chair as chair_mod
-from headwise.eval.runner import process_state, run_items
+from headwise.distributed import process_state
+from headwise.eval.runner import run_items
 from headwise.eval.stats import auroc, spearman
 from headwise.eval.vlm import sample_images
 from headwise.heads import layout
-from headwise.runs import Run, atomic_write
+from headwise.runs import Run, write_jsonl
 from headwise.vhr.analysis import token_vhd
 from headwise.vhr.core import generate_greedy, head_divergence
 from headwise.vhr.inputs import load_image
@@ -44,7 +45,7 @@ _SENTENCE_END = re.compile(r"[.!?]")
 
 
 @dataclass
-class AnalyzeConfig:
+class AnalyzeConfig(Settings):
     """Settings of `headwise vhr analyze` (see the module docstring)."""
 
     n: int = 50
@@ -54,6 +55,13 @@ class AnalyzeConfig:
     max_new_tokens: int = 64
     bootstrap: int = 1000
     top_share: float = 0.05
+
+    def validate(self) -> None:
+        check_k(self.k)
+        if self.n < 1:
+            raise HeadwiseError(f"--n must be at least 1, got {self.n}.")
+        if self.max_new_tokens < 1:
+            raise HeadwiseError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}.")
 
 
 def check_k(k: int, num_heads: int | None = None) -> int:
@@ -224,8 +232,18 @@ def image_set(images: str | Path, annotations: str | Path, n: int, seed: int,
     return ImageSet(Path(images), items, truths, vocab)
 
 
+def open_run(out: str | Path | None, model_name: str, dtype: str, images: str | Path, annotations: str | Path,
+             synonyms: str | Path | None, cfg: AnalyzeConfig, model=None) -> Run:
+    """The run directory of `vhr analyze`; with the model, --k is checked against its heads first."""
+    if model is not None:
+        check_k(cfg.k, layout(model).num_heads)
+    return Run(out, "vhr analyze", {"model": model_name, "images": str(images), "annotations": str(annotations),
+                                    "synonyms": None if synonyms is None else str(synonyms), "dtype": dtype}, cfg)
+
+
 def analyze(model, processor, images: ImageSet, cfg: AnalyzeConfig, run: Run) -> dict | None:
-    """Run the analysis into `run` (resumable per image). Returns the results on the main process."""
+    """The `vhr analyze` recipe: the analysis into `run` (resumable per image). Returns the results on the main
+    process."""
     check_k(cfg.k, layout(model).num_heads)
     if process_state().is_main_process:
         run.write_json("image_ids.json", images.items)
@@ -244,7 +262,7 @@ def analyze(model, processor, images: ImageSet, cfg: AnalyzeConfig, run: Run) ->
         raise HeadwiseError(f"every image failed; the first error: {failures[0]['error']}")
     lines = [{"image_id": r["image_id"], **{k: m[k] for k in ("word", "category", "hallucinated", "token", "t_vhd")}}
              for r in ok for m in r["mentions"]]
-    atomic_write(run.path("mentions.jsonl"), "".join(json.dumps(line) + "\n" for line in lines))
+    write_jsonl(run.path("mentions.jsonl"), lines)
     result = {"analysis": asdict(cfg), **summarize(ok, cfg), "failures": failures, "plots": plots(ok, run)}
     run.finish(result)
     return result

@@ -25,6 +25,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from headwise.errors import HeadwiseError
 from headwise.heads import edit_attention_scores, layout
+from headwise.vhr.config import PAIConfig, VCDConfig
 from headwise.vhr.core import Generation, _decode
 from headwise.vhr.inputs import encode, image_token_id, to_device
 
@@ -56,15 +57,12 @@ class PairedRows(LogitsProcessor):
         return forced
 
 
-def _paired_generate(model, processor, batch: dict, n: int, combine, generate_kwargs: dict) -> Generation:
+def _paired_generate(model, processor, batch: dict, n: int, combine, seed: int, generate_kwargs: dict) -> Generation:
     if generate_kwargs.get("num_beams", 1) != 1 or generate_kwargs.get("num_return_sequences", 1) != 1:
         raise HeadwiseError("vcd and pai support greedy and sampling only (num_beams=1, num_return_sequences=1).")
     kwargs = dict(generate_kwargs)
     do_sample = bool(kwargs.pop("do_sample", False))
-    seed = kwargs.pop("seed", None)
-    generator = torch.Generator(device=next(model.parameters()).device)
-    if seed is not None:
-        generator.manual_seed(seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     paired = PairedRows(n, combine, do_sample, kwargs.pop("temperature", 1.0), kwargs.pop("top_p", 1.0),
                         generator if do_sample else None)
     processors = LogitsProcessorList([*kwargs.pop("logits_processor", []), paired])
@@ -82,26 +80,32 @@ def diffusion_noise(pixels: torch.Tensor, step: int = 500, seed: int = 0) -> tor
     return abar.sqrt().to(pixels) * pixels + (1 - abar).sqrt().to(pixels) * eps
 
 
-def generate_vcd(model, processor, images, prompts, cd_alpha: float = 1.0, cd_beta: float = 0.1,
-                 noise_step: int = 500, **generate_kwargs) -> Generation:
+def generate_vcd(model, processor, images, prompts, config: VCDConfig | None = None, seed: int = 0,
+                 **generate_kwargs) -> Generation:
+    """VCD with `config`'s weights; seed seeds the sampling (with do_sample=True)."""
+    cfg = config or VCDConfig()
+    cd_alpha, cd_beta = cfg.cd_alpha, cfg.cd_beta
     n = len(images)
     batch = to_device(encode(model, processor, list(images) * 2, list(prompts) * 2), model)
     pixels = batch["pixel_values"]
     half = pixels.shape[0] // 2  # the same images twice: the second half belongs to the contrast rows
-    batch["pixel_values"] = torch.cat([pixels[:half], diffusion_noise(pixels[half:], noise_step)])
+    batch["pixel_values"] = torch.cat([pixels[:half], diffusion_noise(pixels[half:], cfg.noise_step)])
 
     def combine(main, noised):
         cutoff = math.log(cd_beta) + main.max(-1, keepdim=True).values
         return ((1 + cd_alpha) * main - cd_alpha * noised).masked_fill(main < cutoff, -math.inf)
 
-    return _paired_generate(model, processor, batch, n, combine, generate_kwargs)
+    return _paired_generate(model, processor, batch, n, combine, seed, generate_kwargs)
 
 
-def generate_pai(model, processor, images, prompts, pai_alpha: float = 0.2, pai_gamma: float = 1.1,
-                 pai_layers: tuple[int, int] | None = None, **generate_kwargs) -> Generation:
+def generate_pai(model, processor, images, prompts, config: PAIConfig | None = None, seed: int = 0,
+                 **generate_kwargs) -> Generation:
+    """PAI with `config`'s boost, contrast and layers; seed seeds the sampling (with do_sample=True)."""
+    cfg = config or PAIConfig()
+    pai_alpha, pai_gamma = cfg.pai_alpha, cfg.pai_gamma
     n = len(images)
     lay = layout(model)
-    start, end = pai_layers or (2, lay.num_layers)
+    start, end = cfg.pai_layers or (2, lay.num_layers)
     batch = to_device(encode(model, processor, images, prompts, text_only=True), model)
     image_keys = batch["input_ids"] == image_token_id(model)  # [2n, prompt length]; text rows all False
 
@@ -120,4 +124,4 @@ def generate_pai(model, processor, images, prompts, pai_alpha: float = 0.2, pai_
         return (pai_gamma * (logp - logq) + logq).masked_fill(logp < cutoff, -math.inf)
 
     with edit_attention_scores(model, range(start, end), boost):
-        return _paired_generate(model, processor, batch, n, combine, generate_kwargs)
+        return _paired_generate(model, processor, batch, n, combine, seed, generate_kwargs)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from headwise.errors import HeadwiseError
 from headwise.heads import layout, out_proj_pre_hooks, scale_heads, scale_rows, split_heads
+from headwise.vhr.config import GreedyConfig, VHRConfig
 from headwise.vhr.heads import default_layers, divergence, select_heads
 from headwise.vhr.inputs import TOKEN_KEYS, encode, to_device
 
@@ -45,16 +45,6 @@ class Lockstep:
     vhd: torch.Tensor  # [n, layers, heads] float32; zero for layers that were not measured
     chosen: torch.Tensor  # [n, layers, heads] bool
     cache: object | None = None  # the forward's key/value cache (all 2n rows), when asked for
-
-
-HEAD_CHOICES = ("vhd", "random", "complement")
-POSITIONS = ("all", "generated")
-
-
-def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
-        raise HeadwiseError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}.")
-    return value
 
 
 def draw_heads(pick: torch.Tensor, heads: str, generator: torch.Generator) -> torch.Tensor:
@@ -72,12 +62,6 @@ def draw_heads(pick: torch.Tensor, heads: str, generator: torch.Generator) -> to
         take = pool[torch.randperm(len(pool), generator=generator)[: int(pick[row].sum())]]
         out[row, take] = True
     return out
-
-
-def check_alpha(alpha: float) -> float:
-    if not alpha > 0:
-        raise HeadwiseError(f"alpha must be > 0 (2 reinforces, 1 changes nothing), got {alpha}.")
-    return float(alpha)
 
 
 def resolve_layers(lay, layers) -> list[int]:
@@ -149,7 +133,8 @@ def _decode(processor, model, batch: dict, **generate_kwargs) -> tuple[list[str]
     return tok.batch_decode(new, skip_special_tokens=True), new
 
 
-def generate_greedy(model, processor, images, prompts, **generate_kwargs) -> Generation:
+def generate_greedy(model, processor, images, prompts, config: GreedyConfig | None = None, seed: int = 0,
+                    **generate_kwargs) -> Generation:
     """The base decoder (greedy unless generate_kwargs say otherwise): one prefill, one forward per token."""
     batch = to_device(encode(model, processor, images, prompts), model)
     texts, seqs = _decode(processor, model, batch, **generate_kwargs)
@@ -194,24 +179,23 @@ def _carried_inputs(model, paired: dict, n: int, cache) -> dict | None:
     return {key: paired[key][:n] for key in TOKEN_KEYS if key in paired} | {name: cache}
 
 
-def generate_vhr(model, processor, images, prompts, alpha: float = 2.0, layers=None, outlier_rule: bool = True,
-                 reinforce_text: bool = True, heads: str = "vhd", positions: str = "all", seed: int = 0,
+def generate_vhr(model, processor, images, prompts, config: VHRConfig | None = None, seed: int = 0,
                  **generate_kwargs) -> Generation:
     """VHR: heads chosen per sample in a lockstep first step, reinforced by alpha for the whole generation.
 
-    heads (vhd, random, complement) and positions (all, generated) select the ablations; seed seeds
-    the random draws. The image rows are prefilled once where the cache can be carried (module docstring).
+    `config` holds the settings and ablations (VHRConfig); seed seeds the random and complement head draws.
+    The image rows are prefilled once where the cache can be carried (module docstring).
     """
-    alpha = check_alpha(alpha)
-    check_choice(heads, HEAD_CHOICES, "heads")
-    check_choice(positions, POSITIONS, "positions")
+    cfg = config or VHRConfig()
+    alpha, positions = cfg.alpha, cfg.positions
     lay = layout(model)
-    layers = resolve_layers(lay, layers)
+    layers = resolve_layers(lay, cfg.layers)
     n = len(images)
     paired = to_device(encode(model, processor, images, prompts, text_only=True), model)
     carry = carry_positions(model, paired, n, generate_kwargs)
-    found = lockstep(model, paired, n, layers, alpha, outlier_rule=outlier_rule, reinforce_text=reinforce_text,
-                     heads=heads, positions=positions, seed=seed, keep_cache=carry is not None, forward_kwargs=carry)
+    found = lockstep(model, paired, n, layers, alpha, outlier_rule=cfg.outlier_rule, reinforce_text=cfg.reinforce_text,
+                     heads=cfg.heads, positions=positions, seed=seed, keep_cache=carry is not None,
+                     forward_kwargs=carry)
     batch = _carried_inputs(model, paired, n, found.cache) if found.cache is not None else None
     found.cache = None
     if batch is None:
