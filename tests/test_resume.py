@@ -126,3 +126,16 @@ def test_the_committed_seekr_table_cells_are_found_finished():
             assert finished(RESULTS / "seekr_claim" / f"{v.folder}-seed{seed}", settings, bench, cfg) is not None, v
             cells += 1
     assert cells == 18
+
+
+def test_cl_report_reads_the_packed_losses_of_committed_runs():
+    """The raw per-step logs are packed (benchmarks/results_manifest.py); `cl report` reads them from the archive,
+    as the numbers docs/results.md quotes (the pilot's replay CE 0.574, KD 0.436, attention 0.0853)."""
+    from headwise.cl.run import report
+
+    pilot = report(RESULTS / "seekr_pilot")
+    language = pilot["losses"]["language"]
+    assert not (RESULTS / "seekr_pilot" / "losses.jsonl").exists()
+    assert (round(language["ce"], 3), round(language["kd"], 3), round(language["attn"], 4)) == (0.574, 0.436, 0.0853)
+    cell = report(RESULTS / "seekr_claim" / "seekr@0.01-seed0")
+    assert round(cell["losses"]["language"]["attn_weighted"]) == 248

@@ -5,7 +5,16 @@ maps of the heads that were both most changed by learning a task (forgettability
 important to its loss (task sensitivity), chosen hierarchically under layer and head budgets.
 """
 
-from headwise.cl.config import METHODS, CLConfig
+from headwise.cl.config import BenchmarkConfig, CLConfig
 from headwise.cl.metrics import backward_transfer, forward_transfer, overall_performance, summarize
 
-__all__ = ["METHODS", "CLConfig", "backward_transfer", "forward_transfer", "overall_performance", "summarize"]
+
+def __getattr__(name):
+    # The method table imports torch; `import headwise.cl` (and the CLI's --help) stays light without it.
+    if name == "METHODS":
+        from headwise.cl.methods import METHODS
+        return METHODS
+    raise AttributeError(f"module 'headwise.cl' has no attribute {name!r}")
+
+
+__all__ = ["METHODS", "BenchmarkConfig", "CLConfig", "backward_transfer", "forward_transfer", "overall_performance", "summarize"]

@@ -11,7 +11,6 @@ from typing import Any
 from headwise.config import Settings
 from headwise.errors import HeadwiseError
 
-METHODS = ("seqft", "replay", "derpp", "seekr")  # each a strategy in headwise.cl.methods
 
 # The original code's choice for each setting that defaults to a fix of it (docs/seekr.md#faithful-mode).
 FAITHFUL = {"replay_sampling": "first", "query_budget": 0, "logit_topk": 0, "kd_positions": "own-label",
@@ -20,6 +19,15 @@ FAITHFUL = {"replay_sampling": "first", "query_budget": 0, "logit_topk": 0, "kd_
 RULES = {"replay_sampling": ("random", "first"), "kd_positions": ("shifted", "own-label"),
          "sensitivity_entries": ("valid", "all"), "short_queries": ("all-rows", "resample"),
          "buffer_sizes": ("at-least-one", "truncate"), "auto_cycle": ("at-least-one", "truncate")}
+
+
+def check_method(name: str) -> str:
+    """A method registered in headwise.cl.methods.METHODS (imported on use: it brings torch)."""
+    from headwise.cl.methods import METHODS
+
+    if name not in METHODS:
+        raise HeadwiseError(f"unknown method {name!r}; use one of {', '.join(METHODS)}.")
+    return name
 
 
 @dataclass
@@ -64,8 +72,7 @@ class CLConfig(Settings):
     PRESETS = {"faithful": FAITHFUL}
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise HeadwiseError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
+        check_method(self.method)
         if not (self.replay > 0) or (self.replay > 1 and self.replay != int(self.replay)):
             raise HeadwiseError(f"replay must be a ratio in (0, 1] or a whole count of samples, got {self.replay}.")
         for name, allowed in RULES.items():
@@ -145,13 +152,3 @@ def check_sequence(config: CLConfig, tasks: list) -> None:
                 raise HeadwiseError(f"--replay-cycle {config.replay_cycle} is more than the {n} task batches of "
                                     f"task {t.name}, so it would never replay; use at most {n}, or leave it out "
                                     "for the automatic cycle.")
-
-
-def budget_count(budget: float, total: int, what: str) -> int:
-    """A budget given as a fraction (< 1) or a count (>= 1), as a count; refuse more than the model has."""
-    count = max(1, round(budget * total)) if budget < 1 else int(budget)
-    if budget >= 1 and budget != int(budget):
-        raise HeadwiseError(f"the {what} budget must be a fraction below 1 or a whole count, got {budget}.")
-    if count > total:
-        raise HeadwiseError(f"the {what} budget {count} is larger than the model's {total} {what}s.")
-    return count

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import torch
 
-from headwise.cl.config import budget_count
 from headwise.errors import HeadwiseError
 from headwise.heads import attention_maps, edit_attention_scores, layout
 
@@ -113,3 +112,13 @@ def select_heads(importance: torch.Tensor, layer_budget: float, head_budget: flo
 
 def as_marks(selection: dict[int, Iterable[int]]) -> list[tuple[int, int]]:
     return [(l, h) for l, hs in selection.items() for h in hs]
+
+
+def budget_count(budget: float, total: int, what: str) -> int:
+    """A budget given as a fraction (< 1) or a count (>= 1), as a count; refuse more than the model has."""
+    count = max(1, round(budget * total)) if budget < 1 else int(budget)
+    if budget >= 1 and budget != int(budget):
+        raise HeadwiseError(f"the {what} budget must be a fraction below 1 or a whole count, got {budget}.")
+    if count > total:
+        raise HeadwiseError(f"the {what} budget {count} is larger than the model's {total} {what}s.")
+    return count

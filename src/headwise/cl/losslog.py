@@ -11,6 +11,7 @@ position it resumes from, so no line is ever written twice.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -22,6 +23,26 @@ PARTS = ("ce", "kd", "attn", "attn_weighted")
 def read(path: str | Path) -> list[dict]:
     """The whole lines of a losses.jsonl; a last line cut short by a kill is left out."""
     return read_jsonl(Path(path))
+
+
+def read_run(run_dir: str | Path) -> list[dict]:
+    """A run's losses.jsonl, or where it was packed with its experiment's raw logs (benchmarks/results keeps
+    them in a raw.tar.gz in the run directory or beside it, as `<run>/losses.jsonl`)."""
+    import tarfile
+
+    run_dir = Path(run_dir)
+    if (run_dir / "losses.jsonl").is_file():
+        return read(run_dir / "losses.jsonl")
+    for archive, member in ((run_dir / "raw.tar.gz", "losses.jsonl"),
+                            (run_dir.parent / "raw.tar.gz", f"{run_dir.name}/losses.jsonl")):
+        if archive.is_file():
+            with tarfile.open(archive) as tar:
+                try:
+                    text = tar.extractfile(member).read().decode("utf-8")
+                except KeyError:
+                    continue
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return []
 
 
 class LossLog:

@@ -91,13 +91,11 @@ def report(run_dir: str | Path) -> dict:
         raise HeadwiseError(f"{run_dir} holds no results.json; is it a `headwise cl run` directory?")
     try:
         result = json.loads(path.read_text())
-        losses = losslog.summarize(losslog.read(Path(run_dir) / "losses.jsonl"), result["tasks"])
+        losses = losslog.summarize(losslog.read_run(run_dir), result["tasks"])
         summary_text(result, run_dir)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise HeadwiseError(f"{path} is not a `headwise cl run` result ({err}).") from err
-    packed = not (Path(run_dir) / "losses.jsonl").is_file() and any(
-        (p / "raw.tar.gz").is_file() for p in (Path(run_dir), Path(run_dir).parent))
-    return {**result, "losses": losses, "losses_packed": packed}
+    return {**result, "losses": losses}
 
 
 def summary_text(result: dict, out: str | Path) -> str:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from headwise.cl.config import METHODS, BenchmarkConfig, CLConfig
+from headwise.cl.config import BenchmarkConfig, CLConfig, check_method
 from headwise.errors import HeadwiseError
 from headwise.eval.stats import mean_std
 from headwise.runs import Run, atomic_write, same_settings
@@ -50,8 +50,10 @@ def parse_variants(spec: str) -> list[Variant]:
             continue
         head, _, lam = part.partition(":")
         method, _, ratio = head.partition("@")
-        if method not in METHODS:
-            raise HeadwiseError(f"unknown method {method!r} in {part!r}; use one of {', '.join(METHODS)}.")
+        try:
+            check_method(method)
+        except HeadwiseError as err:
+            raise HeadwiseError(f"{str(err).rstrip('.')} (in {part!r}).") from None
         if method != "seqft" and not ratio:
             raise HeadwiseError(f"{part!r} needs a replay ratio, like {method}@0.01.")
         try:

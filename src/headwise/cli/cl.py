@@ -156,7 +156,4 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
     text = summary_text(result, run_dir)
     if result["losses"]:
         text += "\n\n" + losslog.report(result["losses"])
-    elif result["losses_packed"]:
-        text += ("\n\nlosses.jsonl is packed in raw.tar.gz beside this run; `python benchmarks/results_manifest.py "
-                 "unpack DIR` puts it back for the loss report.")
     emit(result, as_json, text)

@@ -11,14 +11,16 @@ from headwise.config import Settings
 from headwise.errors import HeadwiseError
 
 SPACES = ("unstructured", "depth")
-METHODS = ("wanda", "sparsegpt")  # the unstructured pruners, registered in headwise.compress.objectives.PRUNERS
 ROUNDINGS = ("nearest", "floor")
 MAX_SPARSITY = 0.95
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise HeadwiseError(f"unknown pruning method {method!r}; use one of {', '.join(METHODS)}.")
+    """An unstructured pruner registered in headwise.compress.objectives.PRUNERS (imported on use: torch)."""
+    from headwise.compress.objectives import PRUNERS
+
+    if method not in PRUNERS:
+        raise HeadwiseError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNERS)}.")
 
 
 def check_space(space: str) -> None:
