@@ -33,10 +33,14 @@ def accelerator(grad_accum: int = 1):
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin
 
-    # sync_with_dataloader: a training loop marks its last micro-step (`MicroSteps`), where the optimizer
+    # sync_with_dataloader: a training loop marks its last micro-step (`micro_steps`), where the optimizer
     # steps whatever the count, as at the end of a dataloader.
     plugin = GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_plugin=plugin)
+    # One process keeps the model where the caller put it (--device); several put each replica on their own
+    # device, as `accelerate launch` expects.
+    placement = process_state().num_processes > 1
+    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_plugin=plugin,
+                       device_placement=placement)
 
 
 def shards_parameters(acc, grad_accum: int = 1) -> bool:

@@ -273,3 +273,15 @@ def test_accumulation_through_the_accelerator_gives_the_full_batch_step(tmp_path
     records = losslog.read(tmp_path / "odd" / "losses.jsonl")
     assert [i for i, r in enumerate(records[:8]) if r["grad_norm"] is not None] == [2, 5, 7]
     assert all(torch.isfinite(v).all() for v in odd.values())
+
+
+def test_one_process_keeps_the_model_where_the_caller_put_it(tmp_path, trace_dir, tok, monkeypatch):
+    """Training always goes through an Accelerator, but one process leaves the model on the device it was loaded on
+    (`--device`); only several processes place their replicas."""
+    model = tiny_model("llama")
+    moved = []
+    real_to = model.to
+    monkeypatch.setattr(model, "to", lambda *a, **k: (moved.append(a), real_to(*a, **k))[1])
+    cfg = CLConfig(**FAST)
+    cl = Continual(model, tok, load_trace(trace_dir), cfg, Run(tmp_path, "cl run", {}, cfg), log=lambda s: None)
+    assert moved == [] and cl.train_model is model and cl.world == 1 and not cl.acc.device_placement
