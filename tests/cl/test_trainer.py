@@ -285,3 +285,22 @@ def test_one_process_keeps_the_model_where_the_caller_put_it(tmp_path, trace_dir
     cfg = CLConfig(**FAST)
     cl = Continual(model, tok, load_trace(trace_dir), cfg, Run(tmp_path, "cl run", {}, cfg), log=lambda s: None)
     assert moved == [] and cl.train_model is model and cl.world == 1 and not cl.acc.device_placement
+
+
+def test_lora_initialisation_follows_the_run_seed_not_the_process(tmp_path, trace_dir, tok):
+    """LoRA's random A matrices come from the run's seed (torch's default generator is seeded differently in every
+    process, so 0.1.0's LoRA runs could not be repeated); the global generator is left as it was."""
+    def lora_a(seed, global_seed, out):
+        torch.manual_seed(global_seed)
+        cfg = CLConfig(**{**FAST, "lora": True, "seed": seed})
+        cl = Continual(tiny_model("llama"), tok, load_trace(trace_dir), cfg, Run(tmp_path / out, "cl run", {}, cfg),
+                       log=lambda s: None, progress=False)
+        state = torch.get_rng_state()
+        torch.manual_seed(global_seed)
+        tiny_model("llama")
+        assert torch.equal(state, torch.get_rng_state())  # fork_rng: the caller's generator is untouched
+        return {n: p.detach().clone() for n, p in cl.model.named_parameters() if "lora_A" in n}
+
+    a, b, c = lora_a(3, 1, "a"), lora_a(3, 2, "b"), lora_a(4, 1, "c")
+    assert a and all(torch.equal(a[n], b[n]) for n in a)
+    assert not all(torch.equal(a[n], c[n]) for n in a)

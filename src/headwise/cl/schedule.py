@@ -57,3 +57,8 @@ def task_batch_count(n_items: int, batch_size: int) -> int:
 
 def step_seed(seed: int, task: int, epoch: int, step: int) -> int:
     return _generator(seed, task, epoch, step, "dropout").initial_seed()
+
+
+def init_seed(seed: int, what: str) -> int:
+    """The seed of a random initialisation of the run (`what`, e.g. "lora"), derived from the run's seed."""
+    return _generator(seed, what, "init").initial_seed()

@@ -28,7 +28,7 @@ from headwise.cl.evaluate import score_task
 from headwise.cl.losslog import LossLog
 from headwise.cl.methods import METHODS
 from headwise.cl.metrics import summarize
-from headwise.cl.schedule import epoch_steps, step_seed
+from headwise.cl.schedule import epoch_steps, init_seed, step_seed
 from headwise.cl.teacher import TeacherShard
 from headwise.errors import HeadwiseError
 from headwise.heads import layout
@@ -59,8 +59,12 @@ class Continual:
 
             from headwise.models import get_peft_model
 
-            self.model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
-                                                          target_modules="all-linear", lora_dropout=0.0))
+            # LoRA's A matrices are drawn at random: from the run's seed, so a run is reproducible (0.1.0 drew them
+            # from torch's default generator, which is seeded differently in every process).
+            with torch.random.fork_rng():
+                torch.manual_seed(init_seed(config.seed, "lora"))
+                self.model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                                              target_modules="all-linear", lora_dropout=0.0))
         # headwise.heads works on the transformers model; LoRA adapters sit inside its projections.
         self.core = self.model.get_base_model() if config.lora else self.model
         self.layout = layout(self.core)
