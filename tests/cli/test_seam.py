@@ -117,3 +117,25 @@ def test_compress_fit_preset_faithful_reaches_the_stratnet_and_serving(tmp_path)
     ev = Evaluator.for_config(model, calibration(model, tok, server.calib_config, run), "unstructured",
                               server.calib_config)
     assert ev.pruner.rounding == "floor"
+
+
+def test_compress_fit_preset_from_the_command_line(monkeypatch):
+    """`compress fit --preset faithful` resolves CalibConfig through the preset; explicit options still win."""
+    import headwise.cli.compress as compress_cli
+    import headwise.compress.run as compress_run
+
+    seen = {}
+
+    def capture(out, model_name, dtype, calib, fit, preset=None):
+        seen.update(calib=calib, preset=preset)
+        raise HeadwiseError("stop")
+    monkeypatch.setattr(compress_run, "open_fit_run", capture)
+    monkeypatch.setattr(compress_cli, "load", lambda *a, **k: (None, None))  # no model needed to see the config
+    from typer.testing import CliRunner
+
+    from headwise.cli import app
+
+    result = CliRunner().invoke(app, ["compress", "fit", "--model", "m", "--preset", "faithful", "--windows", "2",
+                                      "--out", "o"])
+    assert isinstance(result.exception, HeadwiseError), result.output
+    assert seen["preset"] == "faithful" and seen["calib"].rounding == "floor" and seen["calib"].windows == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, given, load, out_option
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load, out_option, settings
 
 app = typer.Typer(help="UniCuCo: one StratNet that maps any size/quality request to a pruning strategy.",
                   no_args_is_help=True)
@@ -53,11 +53,11 @@ def fit(
     from headwise.compress.config import CalibConfig, FitConfig
     from headwise.compress.fit import check_config
     from headwise.compress.run import open_fit_run, run_fit
-    from headwise.config import apply_preset, check_preset
+    from headwise.config import check_preset
 
     check_preset(preset, CalibConfig, FitConfig)
-    calib = {"data": data, "seq_len": seq_len, "windows": windows, "ppl_windows": ppl_windows, "method": method}
-    calib_cfg = apply_preset(CalibConfig, preset, {k: v for k, v in calib.items() if k in given(ctx)}, calib)
+    calib_cfg = settings(CalibConfig, ctx, preset, {"data": data, "seq_len": seq_len, "windows": windows,
+                                                    "ppl_windows": ppl_windows, "method": method})
     fit_cfg = FitConfig(space=space, evals=evals, initial=initial, batch=batch, steps=steps, max_ratio=max_ratio,
                         max_sparsity=min(0.8, max_ratio) if space == "unstructured" else 0.5, spread=spread,
                         serve_beta=serve_beta, seed=seed)
