@@ -4,7 +4,7 @@ A config class declares its fields with defaults, checks them in `validate` (one
 carry `PRESETS`, named sets of field values kept as data next to the fields (`faithful`, `paper`).
 `resolve` applies a preset and then the options a caller gave explicitly, so explicit options win:
 
-    cfg = CLConfig.resolve("faithful", lr=1e-3)
+    cfg = CLConfig.resolve("faithful", {"lr": 1e-3})
 
 `to_dict` is what a run directory records; `from_dict` reads a record back, filling fields that an
 older release did not record with their current defaults, so adding a field with a default never
@@ -55,11 +55,15 @@ class Settings:
         if not isinstance(record, dict):
             raise HeadwiseError(f"{cls.__name__} settings must be a mapping, got {type(record).__name__}.")
         record = cls.upgrade(record)
+        cls._refuse_unknown(record)
+        return cls(**{k: _restore(cls, k, v) for k, v in record.items()})
+
+    @classmethod
+    def _refuse_unknown(cls, values: dict[str, Any]) -> None:
         known = cls.field_names()
-        unknown = sorted(set(record) - set(known))
+        unknown = sorted(set(values) - set(known))
         if unknown:
             raise HeadwiseError(f"unknown {cls.__name__} settings {unknown}; known: {', '.join(known)}.")
-        return cls(**{k: _restore(cls, k, v) for k, v in record.items()})
 
     # ---- presets ------------------------------------------------------------------------------------
 
@@ -80,10 +84,7 @@ class Settings:
         if preset is not None:
             values.update(cls.preset(preset))
         values.update(explicit or {})
-        known = set(cls.field_names())
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise HeadwiseError(f"unknown {cls.__name__} settings {unknown}; known: {', '.join(sorted(known))}.")
+        cls._refuse_unknown(values)
         return cls(**values)
 
 
@@ -121,9 +122,17 @@ def plain(value: Any) -> Any:
 
 
 def _restore(cls: type, name: str, value: Any) -> Any:
-    """A recorded value in its field's Python form: lists back to tuples where the default is a tuple."""
+    """A recorded value in its field's Python form: lists back to tuples where the default is a tuple, and a
+    record of nested settings back to their class."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = field.default if field.default is not dataclasses.MISSING else None
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = None
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
+    if isinstance(default, Settings) and isinstance(value, dict):
+        return type(default).from_dict(value)
     return value

@@ -31,16 +31,20 @@ def accelerator(grad_accum: int = 1):
     """
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import GradientAccumulationPlugin
 
-    # sync_with_dataloader: a training loop marks its last micro-step (`micro_steps`), where the optimizer
-    # steps whatever the count, as at the end of a dataloader.
-    plugin = GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
     # One process keeps the model where the caller put it (--device); several put each replica on their own
     # device, as `accelerate launch` expects.
     placement = process_state().num_processes > 1
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_plugin=plugin,
+    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_plugin=_accumulation(grad_accum),
                        device_placement=placement)
+
+
+def _accumulation(grad_accum: int):
+    """Accumulate over `grad_accum` micro-steps; sync_with_dataloader: a training loop marks its last micro-step
+    (`micro_steps`), where the optimizer steps whatever the count, as at the end of a dataloader."""
+    from accelerate.utils import GradientAccumulationPlugin
+
+    return GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
 
 
 def shards_parameters(acc, grad_accum: int = 1) -> bool:
@@ -78,12 +82,10 @@ def micro_steps(items: list, grad_accum: int):
     """
     from accelerate.data_loader import DataLoaderStateMixin
     from accelerate.state import GradientState
-    from accelerate.utils import GradientAccumulationPlugin
 
     class MicroSteps(DataLoaderStateMixin):
         def __init__(self):
-            plugin = GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
-            self.gradient_state = GradientState(plugin)
+            self.gradient_state = GradientState(_accumulation(grad_accum))
             self._drop_last = True  # read by begin(): no padded remainder to report
 
         def __len__(self) -> int:

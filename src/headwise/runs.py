@@ -9,8 +9,8 @@ import secrets
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -57,10 +57,13 @@ def atomic_write(path: Path, data: str | bytes | Callable[[Path], Any]) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """The whole lines of a JSON-lines file; a last line cut short by a kill is left out (it will be redone)."""
     path = Path(path)
-    if not path.is_file():
-        return []
+    return jsonl_rows(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def jsonl_rows(text: str) -> list[dict]:
+    """The whole lines of JSON-lines text, up to a last line cut short (left out)."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

@@ -11,11 +11,10 @@ position it resumes from, so no line is ever written twice.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from headwise.runs import JsonlLog, read_jsonl
+from headwise.runs import JsonlLog, jsonl_rows, read_jsonl
 
 PARTS = ("ce", "kd", "attn", "attn_weighted")
 
@@ -41,7 +40,7 @@ def read_run(run_dir: str | Path) -> list[dict]:
                     text = tar.extractfile(member).read().decode("utf-8")
                 except KeyError:
                     continue
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            return jsonl_rows(text)
     return []
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from headwise.cl.table import DEFAULT_VARIANTS
-from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, given, int_list, out_option
+from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, given, int_list, out_option, settings
 from headwise.errors import HeadwiseError
 
 app = typer.Typer(help="Continual fine-tuning with replay and SEEKR's selective attention distillation.",
@@ -55,7 +55,7 @@ WIKI_TEST = typer.Option(50, help="wiki benchmark: test items per task.")
 def configs(ctx: typer.Context, options: dict):
     """(BenchmarkConfig, CLConfig, preset) from a command's options, named like the configs' fields."""
     from headwise.cl.config import BenchmarkConfig, CLConfig
-    from headwise.config import apply_preset, check_preset
+    from headwise.config import check_preset
 
     preset = options["preset"]
     explicit = given(ctx)
@@ -78,8 +78,7 @@ def configs(ctx: typer.Context, options: dict):
         options, explicit = {**options, "kd_weight": options["alpha"]}, explicit | {"kd_weight"}
     epochs = int_list(options["epochs"], "--epochs")
     options = {**options, "epochs": epochs[0] if len(epochs) == 1 else epochs}
-    base = {k: v for k, v in options.items() if k in CLConfig.field_names()}
-    cfg = apply_preset(CLConfig, preset, {k: v for k, v in base.items() if k in explicit}, base)
+    cfg = settings(CLConfig, ctx, preset, options, explicit)
     bench = BenchmarkConfig(**{k: options[k] for k in BenchmarkConfig.field_names()})
     return bench, cfg, preset
 

@@ -96,13 +96,15 @@ def given(ctx: typer.Context) -> set[str]:
             if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
 
 
-def settings(cls, ctx: typer.Context, preset: str | None, options: dict[str, Any]):
+def settings(cls, ctx: typer.Context, preset: str | None, options: dict[str, Any], explicit: set[str] | None = None):
     """`cls` (a Settings class) from a command's options named like its fields: the options' values, then the
-    preset where `cls` has it, then the options given explicitly (headwise.config.apply_preset)."""
+    preset where `cls` has it, then the options given explicitly (`explicit`; by default those the user set,
+    `given`), as headwise.config.apply_preset does."""
     from headwise.config import apply_preset
 
+    explicit = given(ctx) if explicit is None else explicit
     base = {name: options[name] for name in cls.field_names() if name in options}
-    return apply_preset(cls, preset, {k: v for k, v in base.items() if k in given(ctx)}, base)
+    return apply_preset(cls, preset, {k: v for k, v in base.items() if k in explicit}, base)
 
 
 def vhr_settings(ctx: typer.Context, preset: str | None, alpha: float, layers: str | None, heads: str,

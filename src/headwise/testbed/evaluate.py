@@ -51,8 +51,6 @@ class TableConfig(Settings):
                 raise HeadwiseError(f"unknown POPE split {s!r}; choose from {', '.join(POPE_SPLITS)}.")
         if min(self.batch_size, self.n, self.max_new_tokens) < 1:
             raise HeadwiseError("--n, --batch-size and --max-new-tokens must be at least 1.")
-        if isinstance(self.vhr, dict):
-            self.vhr = VHRConfig.from_dict(self.vhr)
 
     @classmethod
     def upgrade(cls, record: dict) -> dict:
