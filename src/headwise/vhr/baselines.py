@@ -30,6 +30,45 @@ from headwise.vhr.core import Generation, _decode
 from headwise.vhr.inputs import encode, image_token_id, to_device
 
 
+def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+    """The distribution a sampled token is drawn from: softmax(logits / temperature), cut to the top-p nucleus
+    (the smallest set of most likely tokens whose mass reaches top_p, as transformers' TopPLogitsWarper keeps)."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+    return probs / probs.sum(-1, keepdim=True)
+
+
+def vcd_logits(main: torch.Tensor, noised: torch.Tensor, cd_alpha: float, cd_beta: float) -> torch.Tensor:
+    """(1 + a) l - a l_noised on the tokens with p >= beta p_max under the clean logits, -inf elsewhere."""
+    cutoff = math.log(cd_beta) + main.max(-1, keepdim=True).values
+    return ((1 + cd_alpha) * main - cd_alpha * noised).masked_fill(main < cutoff, -math.inf)
+
+
+def pai_logits(main: torch.Tensor, text: torch.Tensor, pai_gamma: float) -> torch.Tensor:
+    """g (log p - log p_text) + log p_text on the tokens with p >= 0.1 p_max, -inf elsewhere; at g = 1 log p
+    with no cut-off, as LALBJ/PAI's CFGLogits returns it (no contrast asked for, nothing restricted)."""
+    logp = main.log_softmax(-1)
+    if pai_gamma == 1:
+        return logp
+    logq = text.log_softmax(-1)
+    cutoff = math.log(0.1) + logp.max(-1, keepdim=True).values
+    return (pai_gamma * (logp - logq) + logq).masked_fill(logp < cutoff, -math.inf)
+
+
+def pai_boost(scores: torch.Tensor, image_keys: torch.Tensor, pai_alpha: float) -> torch.Tensor:
+    """The last query's pre-softmax scores on image keys plus a |score|; image_keys is [batch, keys] (bool)."""
+    keys = image_keys[: scores.shape[0], : scores.shape[-1]]
+    pad = scores.shape[-1] - keys.shape[-1]  # decode steps add keys that are never image tokens
+    keys = torch.nn.functional.pad(keys, (0, pad))[:, None, :]
+    last = scores[:, :, -1, :]
+    scores = scores.clone()
+    scores[:, :, -1, :] = torch.where(keys, last + pai_alpha * last.abs(), last)
+    return scores
+
+
 class PairedRows(LogitsProcessor):
     """Combine row i with row n + i, pick one token, and force it into both rows."""
 
@@ -42,11 +81,7 @@ class PairedRows(LogitsProcessor):
         main, contrast = scores[: self.n].float(), scores[self.n:].float()
         logits = self.combine(main, contrast)
         if self.do_sample:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
-            if self.top_p < 1.0:
-                sorted_p, order = probs.sort(dim=-1, descending=True)
-                drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
-                probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+            probs = sampling_probs(logits, self.temperature, self.top_p)
             token = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
         else:
             token = logits.argmax(-1)
@@ -92,8 +127,7 @@ def generate_vcd(model, processor, images, prompts, config: VCDConfig | None = N
     batch["pixel_values"] = torch.cat([pixels[:half], diffusion_noise(pixels[half:], cfg.noise_step)])
 
     def combine(main, noised):
-        cutoff = math.log(cd_beta) + main.max(-1, keepdim=True).values
-        return ((1 + cd_alpha) * main - cd_alpha * noised).masked_fill(main < cutoff, -math.inf)
+        return vcd_logits(main, noised, cd_alpha, cd_beta)
 
     return _paired_generate(model, processor, batch, n, combine, seed, generate_kwargs)
 
@@ -110,18 +144,10 @@ def generate_pai(model, processor, images, prompts, config: PAIConfig | None = N
     image_keys = batch["input_ids"] == image_token_id(model)  # [2n, prompt length]; text rows all False
 
     def boost(scores, layer):
-        keys = image_keys[: scores.shape[0], : scores.shape[-1]]
-        pad = scores.shape[-1] - keys.shape[-1]  # decode steps add keys that are never image tokens
-        keys = torch.nn.functional.pad(keys, (0, pad))[:, None, :]
-        last = scores[:, :, -1, :]
-        scores = scores.clone()
-        scores[:, :, -1, :] = torch.where(keys, last + pai_alpha * last.abs(), last)
-        return scores
+        return pai_boost(scores, image_keys, pai_alpha)
 
     def combine(main, text):
-        logp, logq = main.log_softmax(-1), text.log_softmax(-1)
-        cutoff = math.log(0.1) + logp.max(-1, keepdim=True).values
-        return (pai_gamma * (logp - logq) + logq).masked_fill(logp < cutoff, -math.inf)
+        return pai_logits(main, text, pai_gamma)
 
     with edit_attention_scores(model, range(start, end), boost):
         return _paired_generate(model, processor, batch, n, combine, seed, generate_kwargs)
