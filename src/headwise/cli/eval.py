@@ -42,6 +42,9 @@ def chair(
     drop_incomplete: bool = typer.Option(False, "--drop-incomplete",
                                          help="Cut each caption after its last full sentence before scoring "
                                               "(OPERA convention for length-capped captions)."),
+    compat: str = typer.Option("headwise", help="headwise (its own reading) or original: tokenize, tag and "
+                                                "lemmatize with NLTK as the original evaluator does, with its "
+                                                "synonyms.txt as --synonyms (docs/parity.md#chair)."),
     out: str = OUT, model: str = MODEL, images: str = IMAGES,
     n: int = typer.Option(500, help="With --model: number of images sampled (seeded) from the annotated ones."),
     image_ids: str = typer.Option(None, help="With --model: image_ids.json of an earlier run, to caption the same images."),
@@ -64,13 +67,13 @@ def chair(
         decode = _decode(ctx, method, preset, alpha, layers, heads, positions, prompt, max_new_tokens, batch_size,
                          seed)
         cfg = ChairConfig(images=images, annotations=annotations, n=n, image_ids=image_ids, synonyms=synonyms,
-                          drop_incomplete=drop_incomplete)
+                          drop_incomplete=drop_incomplete, compat=compat)
         m, proc = load(model, dtype, device, trust_remote_code)  # first: a bad --model leaves no run directory
         summary = caption_chair(m, proc, cfg, decode, open_chair_run(out, model, dtype, cfg, decode, preset))
     elif captions is None:
         raise HeadwiseError("give --captions (a JSONL of {\"image_id\", \"caption\"}) or --model and --images.")
     else:
-        summary = score_chair(captions, annotations, synonyms, drop_incomplete, out)
+        summary = score_chair(captions, annotations, synonyms, drop_incomplete, out, compat=compat)
     if summary is not None:  # None on the processes other than the main one
         emit(summary, as_json, chair_text(summary))
 

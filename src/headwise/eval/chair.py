@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from headwise.errors import HeadwiseError
+from headwise.eval.chair_tally import tally
 from headwise.eval.records import read_records
 
 DEFAULT_TABLE = Path(__file__).with_name("coco_objects.json")
@@ -176,6 +177,21 @@ def _read_synonyms_txt(path: Path, forms: dict) -> list[str]:
     if not categories:
         raise HeadwiseError(f"synonyms file {path} lists no categories.")
     return categories
+
+
+COMPAT = ("headwise", "original")
+
+
+def load_vocabulary(path: str | Path | None = None, compat: str = "headwise"):
+    """The vocabulary of a CHAIR reading: headwise's (`load_synonyms`) or, with compat "original", the original
+    evaluator's synonyms.txt read its way (`headwise.eval.chair_original`); `score` follows the one it gets."""
+    if compat not in COMPAT:
+        raise HeadwiseError(f"unknown CHAIR compat {compat!r}; choose one of {', '.join(COMPAT)}.")
+    if compat == "original":
+        from headwise.eval.chair_original import load_vocabulary as load_original
+
+        return load_original(path)
+    return load_synonyms(path)
 
 
 def extract_objects(text: str, synonyms: Synonyms) -> list[tuple[str, str]]:
@@ -361,7 +377,7 @@ def score(captions: list[dict], annotations: Annotations, synonyms: Synonyms,
     Args:
         captions: [{"image_id": int, "caption": str}], image ids present in `annotations`.
         annotations: from `load_annotations`.
-        synonyms: from `load_synonyms`.
+        synonyms: from `load_synonyms`, or from `load_vocabulary(..., "original")` for the original's reading.
         drop_incomplete: cut each caption after its last sentence end before scoring (OPERA convention).
 
     Returns:
@@ -369,37 +385,25 @@ def score(captions: list[dict], annotations: Annotations, synonyms: Synonyms,
         "captions": per caption its image_id, scored caption, objects [[word, category]], hallucinated
         [[word, category]] and sorted ground_truth. Fractions are in [0, 1]; CHAIR_I is 0 with no mentions.
     """
-    if not captions:
-        raise HeadwiseError("no captions to score.")
-    truth_cache: dict[int, set[str]] = {}
-    details = []
-    bad_caps = mentions = bad_mentions = covered = truth_total = words = 0
-    for cap in captions:
-        image_id, text = cap["image_id"], cap["caption"]
-        if drop_incomplete:
-            text = drop_incomplete_sentence(text)
-        if image_id not in truth_cache:
-            truth_cache[image_id] = annotations.ground_truth(image_id, synonyms)
-        truth = truth_cache[image_id]
-        objects = extract_objects(text, synonyms)
-        hallucinated = [(w, c) for w, c in objects if c not in truth]
-        mentions += len(objects)
-        bad_mentions += len(hallucinated)
-        bad_caps += bool(hallucinated)
-        covered += len({c for _, c in objects} & truth)
-        truth_total += len(truth)
-        words += len(text.split())
-        details.append({"image_id": image_id, "caption": text, "objects": [list(o) for o in objects],
-                        "hallucinated": [list(h) for h in hallucinated], "ground_truth": sorted(truth)})
-    n = len(captions)
-    return {"chair_s": bad_caps / n, "chair_i": bad_mentions / mentions if mentions else 0.0,
-            "recall": covered / truth_total if truth_total else 0.0, "len": words / n, "n": n,
-            "mentions": mentions, "hallucinated": bad_mentions, "captions": details}
+    if drop_incomplete:
+        captions = [dict(c, caption=drop_incomplete_sentence(c["caption"])) for c in captions]
+    if getattr(synonyms, "compat", "headwise") == "original":
+        from headwise.eval.chair_original import score as score_original
+
+        return score_original(captions, annotations, synonyms)
+    truths: dict[int, set[str]] = {}
+
+    def truth_of(image_id: int) -> set[str]:
+        if image_id not in truths:
+            truths[image_id] = annotations.ground_truth(image_id, synonyms)
+        return truths[image_id]
+
+    return tally(captions, truth_of, lambda text: (extract_objects(text, synonyms), len(text.split())))
 
 
 def score_chair_files(captions: str | Path, annotations: str | Path, synonyms: str | Path | None = None,
-                      drop_incomplete: bool = False) -> dict:
+                      drop_incomplete: bool = False, compat: str = "headwise") -> dict:
     """Load a captions JSONL, a COCO annotation directory and a vocabulary, and score CHAIR (see `score`)."""
-    vocab = load_synonyms(synonyms)
+    vocab = load_vocabulary(synonyms, compat)
     ann = load_annotations(annotations)
     return score(load_captions(captions, ann), ann, vocab, drop_incomplete=drop_incomplete)

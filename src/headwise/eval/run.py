@@ -11,14 +11,15 @@ from headwise.runs import Run
 
 
 def score_chair(captions: str, annotations: str, synonyms: str | None = None, drop_incomplete: bool = False,
-                out: str | Path | None = None) -> dict:
-    """CHAIR of a JSONL of captions; with `out`, the per-caption details go to OUT/results.json."""
+                out: str | Path | None = None, compat: str = "headwise") -> dict:
+    """CHAIR of a JSONL of captions; with `out`, the per-caption details go to OUT/results.json. compat "original"
+    reads the captions as the original NLTK evaluator does (headwise.eval.chair_original)."""
     from headwise.eval.chair import score_chair_files
 
-    result = score_chair_files(captions, annotations, synonyms, drop_incomplete=drop_incomplete)
+    result = score_chair_files(captions, annotations, synonyms, drop_incomplete=drop_incomplete, compat=compat)
     summary = {k: v for k, v in result.items() if k != "captions"}
     config = {"captions": captions, "annotations": annotations, "synonyms": synonyms,
-              "drop_incomplete": drop_incomplete}
+              "drop_incomplete": drop_incomplete, **({"compat": compat} if compat != "headwise" else {})}
     return summary | _save(out, "eval chair", config, result)
 
 

@@ -25,7 +25,9 @@ from headwise.runs import Run
 class ChairConfig(Settings):
     """What `eval chair --model` captions and how it scores: `n` images sampled (seeded) from those annotated in
     `annotations` and present in `images` (or the list in `image_ids`), scored with `synonyms` (headwise's table
-    when None), cutting each caption after its last full sentence when `drop_incomplete`."""
+    when None), cutting each caption after its last full sentence when `drop_incomplete`. `compat` "original"
+    reads captions as the original NLTK evaluator does (`headwise.eval.chair_original`; `synonyms` is then its
+    synonyms.txt); the preset "original" sets it."""
 
     images: str = ""
     annotations: str = ""
@@ -33,10 +35,15 @@ class ChairConfig(Settings):
     image_ids: str | None = None
     synonyms: str | None = None
     drop_incomplete: bool = False
+    compat: str = "headwise"
+
+    PRESETS = {"original": {"compat": "original"}}
 
     def validate(self) -> None:
         if self.n < 1:
             raise HeadwiseError(f"--n must be at least 1, got {self.n}.")
+        if self.compat not in chair_mod.COMPAT:
+            raise HeadwiseError(f"unknown --compat {self.compat!r}; choose one of {', '.join(chair_mod.COMPAT)}.")
 
 
 @dataclass
@@ -101,7 +108,7 @@ def run_chair(decoder: Decoder, cfg: ChairConfig, run: Run) -> dict | None:
     synonyms, drop_incomplete = cfg.synonyms, cfg.drop_incomplete
     set_seed(decoder.seed)
     ann = chair_mod.load_annotations(annotations)
-    vocab = chair_mod.load_synonyms(synonyms)
+    vocab = chair_mod.load_vocabulary(synonyms, cfg.compat)
     saved = run.read_json("image_ids.json")
     if image_ids is not None:
         items = json.loads(Path(image_ids).read_text())
