@@ -63,7 +63,8 @@ def test_a_run_directory_of_the_release_resumes(entry, release, monkeypatch, cap
     assert (run / "config.yaml").read_text() == config  # the release's record is kept as it was
     after = json.loads((run / "results.json").read_text())
     if entry["name"] != "testbed-train":  # its checkpoints were left out of the fixture: it trains again
-        assert stable(after) == stable(before)
+        # What the release computed is kept; a newer release may add keys (as `batch`, the batch arithmetic).
+        assert stable({k: after[k] for k in before if k in after}) == stable(before) and set(before) <= set(after)
     assert yaml.safe_load(config)["command"] == " ".join(entry["argv"][:2])
 
 

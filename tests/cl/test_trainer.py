@@ -275,6 +275,44 @@ def test_accumulation_through_the_accelerator_gives_the_full_batch_step(tmp_path
     assert all(torch.isfinite(v).all() for v in odd.values())
 
 
+def test_accumulated_replay_steps_give_the_full_batch_gradient(tmp_path, trace_dir, tok):
+    """SEEKR's replay loss (CE, logit KD and lambda x attention KL) accumulated through the Accelerator over k
+    micro-batches gives the gradient of the one batch of k samples. The two buffered samples come from one task
+    (the same selected heads and layers) and have equal lengths, so each part's mean over the batch is the mean of
+    the micro-batches' means, as the reference's normalisation (per sample, then 1/B) makes it."""
+    from headwise import distributed
+
+    cfg = CLConfig(**{**FAST, "method": "seekr", "epochs": 1, "grad_accum": 2, "lam": 10.0})
+    cl = Continual(tiny_model("llama"), tok, load_trace(trace_dir), cfg, Run(tmp_path, "cl run", {}, cfg),
+                   log=lambda s: None, progress=False)
+    cl.fit()
+    refs = cl.replay_pool(1)[:2]
+    with torch.no_grad():  # move the student off its teachers, so that the KL terms are far from 0
+        torch.manual_seed(0)
+        for p in cl.params:
+            p.add_(0.05 * torch.randn_like(p))
+    assert len(refs) == 2 and {j for j, _, _ in refs} == {0}
+
+    def gradient(batches):
+        cl.opt.zero_grad(set_to_none=True)
+        parts = []
+        for micro in distributed.micro_steps(batches, len(batches)):
+            with cl.acc.accumulate(cl.train_model):
+                out = cl.method.replay_loss(cl, micro)
+                cl.acc.backward(out["loss"])
+                parts.append(out)
+        grads = torch.cat([p.grad.flatten() for p in cl.params])
+        cl.opt.zero_grad(set_to_none=True)
+        return grads, parts
+
+    whole, (parts,) = gradient([refs])
+    accumulated, _ = gradient([[r] for r in refs])
+    first, _ = gradient([refs[:1]])
+    assert parts["attn"].item() > 1e-3 and parts["kd"].item() > 1e-3  # every term is in play
+    assert torch.allclose(whole, accumulated, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(whole, first, rtol=1e-2, atol=1e-5)  # the test can fail
+
+
 def test_one_process_keeps_the_model_where_the_caller_put_it(tmp_path, trace_dir, tok, monkeypatch):
     """Training always goes through an Accelerator, but one process leaves the model on the device it was loaded on
     (`--device`); only several processes place their replicas."""

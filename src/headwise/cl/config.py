@@ -1,6 +1,8 @@
 """Settings of a continual-learning run; defaults follow the SEEKR paper's scripts (docs/seekr.md).
 
-Presets: `faithful` reproduces the original code's choices (docs/seekr.md#faithful-mode).
+Presets: `paper` is every setting of the reference's training script (docs/seekr.md#the-papers-regime),
+`faithful` the original code's choices where the defaults fix them (docs/seekr.md#faithful-mode), and
+`paper-faithful` both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from headwise.errors import HeadwiseError
 FAITHFUL = {"replay_sampling": "first", "query_budget": 0, "logit_topk": 0, "kd_positions": "own-label",
             "sensitivity_entries": "all", "short_queries": "resample", "buffer_sizes": "truncate",
             "auto_cycle": "truncate"}
+# jinghan1he/SEEKR @ 22fe447, scripts/exp_seq_seekr.sh and training/seekr.py: the line of each value is listed
+# in docs/seekr.md#the-papers-regime (tests/cl/test_paper_preset.py pins them).
+PAPER = {"lora": False, "lr": 1e-5, "lr_schedule": "constant", "warmup_steps": 0, "epochs": 5,
+         "batch_size": 16, "effective_batch": 128, "betas": (0.9, 0.95), "weight_decay": 0.0, "clip": 1.0,
+         "seed": 1234, "max_len": 1536, "replay": 0.01, "kd_weight": 0.5, "lam": 1000.0, "layer_budget": 0.75,
+         "head_budget": 0.125, "query_budget": 0, "logit_topk": 0, "replay_cycle": None, "max_new_tokens": 512,
+         "eval_batch_size": 16}
+LR_SCHEDULES = ("constant", "cosine")
 RULES = {"replay_sampling": ("random", "first"), "kd_positions": ("shifted", "own-label"),
          "sensitivity_entries": ("valid", "all"), "short_queries": ("all-rows", "resample"),
          "buffer_sizes": ("at-least-one", "truncate"), "auto_cycle": ("at-least-one", "truncate")}
@@ -44,6 +54,12 @@ class CLConfig(Settings):
     batch_size: int = 2
     grad_accum: int = 1
     lr: float = 1e-5
+    # "constant": what the reference runs (its training/seekr.py builds get_constant_schedule_with_warmup whatever
+    # --lr_scheduler_type says); "cosine": decays to 0 over each task's optimizer steps (transformers' formula)
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0  # optimizer steps of linear warm-up at the start of each task
+    # Sequences per optimizer step (0: batch_size x grad_accum); else grad_accum = effective_batch / batch_size
+    effective_batch: int = 0
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     clip: float = 1.0
@@ -69,10 +85,11 @@ class CLConfig(Settings):
     buffer_sizes: str = "at-least-one"  # "truncate": int(r N), as the original (buffer.buffer_size)
     auto_cycle: str = "at-least-one"  # "truncate": a cycle of 0 turns replay off, as the original
 
-    PRESETS = {"faithful": FAITHFUL}
+    PRESETS = {"faithful": FAITHFUL, "paper": PAPER, "paper-faithful": {**PAPER, **FAITHFUL}}
 
     def validate(self) -> None:
         check_method(self.method)
+        self._derive_accumulation()
         if not (self.replay > 0) or (self.replay > 1 and self.replay != int(self.replay)):
             raise HeadwiseError(f"replay must be a ratio in (0, 1] or a whole count of samples, got {self.replay}.")
         for name, allowed in RULES.items():
@@ -87,6 +104,10 @@ class CLConfig(Settings):
                 raise HeadwiseError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.lr <= 0:
             raise HeadwiseError(f"the learning rate must be positive, got {self.lr}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise HeadwiseError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+        if self.warmup_steps < 0:
+            raise HeadwiseError(f"--warmup-steps must not be negative, got {self.warmup_steps}.")
         if not 0 <= self.kd_weight <= 1:
             raise HeadwiseError(f"--kd-weight must be in [0, 1], got {self.kd_weight}.")
         for name in ("layer_budget", "head_budget"):
@@ -97,6 +118,22 @@ class CLConfig(Settings):
                                 "(leave it out for the automatic cycle).")
         if self.query_budget < 0 or self.logit_topk < 0 or self.eval_max < 0:
             raise HeadwiseError("query budget, logit top-k and eval-max must not be negative.")
+
+    def _derive_accumulation(self) -> None:
+        """An effective batch sets the accumulation: grad_accum = effective_batch / batch_size (recorded so)."""
+        if self.effective_batch < 0:
+            raise HeadwiseError(f"--effective-batch must not be negative, got {self.effective_batch}.")
+        if not self.effective_batch or self.batch_size < 1:
+            return
+        steps, rest = divmod(self.effective_batch, self.batch_size)
+        if rest or not steps:
+            raise HeadwiseError(f"--effective-batch {self.effective_batch} is not a whole number of micro-batches of "
+                                f"{self.batch_size} (--batch-size); make it a multiple of the batch size.")
+        if self.grad_accum not in (1, steps):
+            raise HeadwiseError(f"--grad-accum {self.grad_accum} with --batch-size {self.batch_size} is not "
+                                f"--effective-batch {self.effective_batch}; give the effective batch or the "
+                                "accumulation, not both (--effective-batch 0 turns it off).")
+        self.grad_accum = steps
 
     @classmethod
     def upgrade(cls, record: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ exactly the same batches (the original never called set_epoch, so every epoch ha
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -62,3 +63,15 @@ def step_seed(seed: int, task: int, epoch: int, step: int) -> int:
 def init_seed(seed: int, what: str) -> int:
     """The seed of a random initialisation of the run (`what`, e.g. "lora"), derived from the run's seed."""
     return _generator(seed, what, "init").initial_seed()
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
+    """The learning-rate multiplier of optimizer step `step` (0-based) of `total` in one task, by transformers'
+    formulas (transformers.optimization: get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+    with half a cycle): a linear warm-up over `warmup` steps, then 1 (constant) or a half cosine down to 0."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))

@@ -28,7 +28,7 @@ from headwise.cl.evaluate import score_task
 from headwise.cl.losslog import LossLog
 from headwise.cl.methods import METHODS
 from headwise.cl.metrics import summarize
-from headwise.cl.schedule import epoch_steps, init_seed, step_seed
+from headwise.cl.schedule import epoch_steps, init_seed, lr_factor, step_seed
 from headwise.cl.teacher import TeacherShard
 from headwise.errors import HeadwiseError
 from headwise.heads import layout
@@ -53,6 +53,12 @@ class Continual:
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if config.batch_size % self.world:
             raise HeadwiseError(f"batch size {config.batch_size} does not split over {self.world} processes.")
+        # The reference states its batch per device (2) x devices (8) x accumulation (8) = 128; so is it logged here.
+        self.batch_plan = {"per_process": config.batch_size // self.world, "processes": self.world,
+                           "grad_accum": config.grad_accum, "effective": config.batch_size * config.grad_accum}
+        if self.main:
+            log("batch: {per_process} per process x {processes} processes x {grad_accum} accumulated = {effective} "
+                "sequences per optimizer step".format(**self.batch_plan))
         self.model = model
         if config.lora:
             from peft import LoraConfig
@@ -235,17 +241,20 @@ class Continual:
         losses = self._loss_log()
         if losses is not None:
             losses.resume_at(t, start["epoch"], start["step"])
-        # Every micro-step left in this task, across its epochs: the optimizer steps every grad_accum of them and
-        # at the task's last one (the Accelerator's accumulation; see distributed.micro_steps).
+        # Every micro-step of this task, across its epochs: the optimizer steps every grad_accum of them and at the
+        # task's last one (the Accelerator's accumulation; see distributed.micro_steps). A resume starts after a
+        # checkpoint, which is always at an optimizer step, so the steps keep their places and learning rates.
         plan = []
-        for epoch in range(start["epoch"], epochs):
+        for epoch in range(epochs):
             steps = epoch_steps(len(items), len(pool), cfg.batch_size, cfg.seed, t, epoch, cfg.auto_cycle == "truncate",
                                 cfg.replay_cycle)
-            first = start["step"] if epoch == start["epoch"] else 0
-            plan += [(epoch, k, len(steps), *steps[k]) for k in range(first, len(steps))]
+            plan += [(epoch, k, len(steps), *steps[k]) for k in range(len(steps))]
+        first = next(n for n, p in enumerate(plan + [(epochs, 0)]) if (p[0], p[1]) >= (start["epoch"], start["step"]))
+        updates = -(-len(plan) // cfg.grad_accum)
         self.train_model.train()
         bar, bar_epoch = None, None
-        for epoch, k, n_steps, kind, idx in distributed.micro_steps(plan, cfg.grad_accum):
+        todo = [(n, *p) for n, p in enumerate(plan)][first:]
+        for n, epoch, k, n_steps, kind, idx in distributed.micro_steps(todo, cfg.grad_accum):
             if epoch != bar_epoch:  # one progress bar per epoch
                 if bar is not None:
                     bar.close()
@@ -268,6 +277,7 @@ class Continual:
                     parts = {"loss": self._task_loss([items[i] for i in mine])}
                 self.acc.backward(parts["loss"] * weight)  # divided by grad_accum by the Accelerator
                 grad_norm = self.acc.clip_grad_norm_(self.params, cfg.clip) if self.acc.sync_gradients else None
+                self._set_lr(lr_factor(cfg.lr_schedule, n // cfg.grad_accum, updates, cfg.warmup_steps))
                 self.opt.step()  # only where gradients sync, as zero_grad
                 self.opt.zero_grad(set_to_none=True)
             record = self._step_record(task.name, epoch, k, kind, parts, weight, grad_norm)
@@ -289,6 +299,10 @@ class Continual:
             bar.close()
         self.train_model.eval()
 
+    def _set_lr(self, factor: float):
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * factor
+
     def _loss_log(self) -> LossLog | None:
         return LossLog(self.run.path("losses.jsonl"), [t.name for t in self.tasks]) if self.main else None
 
@@ -305,6 +319,8 @@ class Continual:
             grad_norm = grad_norm.full_tensor()
         norm = None if grad_norm is None else float(grad_norm)
         rec |= {"grad_norm": norm, "clipped": norm is not None and norm > self.cfg.clip}
+        if norm is not None:  # an optimizer step: the learning rate it took (--lr-schedule)
+            rec["lr"] = self.opt.param_groups[0]["lr"]
         if kind == "replay":
             rec.setdefault("attn", None)
             rec["attn_weighted"] = None if rec["attn"] is None else self.cfg.lam * rec["attn"]
@@ -338,6 +354,7 @@ class Continual:
         out = {"tasks": names, "method": self.cfg.method, "matrix": self.state["matrix"], "base": self.state["base"],
                "heads": self.state["heads"], "buffer_sizes": {k: len(v) for k, v in self.state["buffers"].items()},
                "teacher_store_bytes": self.state["store_bytes"], "timing": self.state["timing"],
+               "batch": self.batch_plan,
                "complete": len(self.state["matrix"]) == len(names)}
         if out["complete"]:
             out |= summarize(self.state["matrix"], self.state["base"])

@@ -23,7 +23,12 @@ TASKS = typer.Option(0, help="Use only the first N tasks of the order (0: all)."
 EPOCHS = typer.Option("1", help="Epochs per task: one number, or one per task like 5,5,10.")
 BATCH = typer.Option(2, help="Sequences per micro-step (split over processes).")
 ACCUM = typer.Option(1, help="Micro-steps per optimizer step (gradient accumulation through the Accelerator).")
-LR = typer.Option(1e-5, help="Learning rate (AdamW, constant).")
+LR = typer.Option(1e-5, help="Learning rate (AdamW; its schedule is --lr-schedule).")
+LR_SCHEDULE = typer.Option("constant", help="constant (what the reference code runs) or cosine (down to 0 over each "
+                                            "task's optimizer steps).")
+WARMUP = typer.Option(0, help="Optimizer steps of linear learning-rate warm-up at the start of each task.")
+EFFECTIVE_BATCH = typer.Option(0, help="Sequences per optimizer step; sets --grad-accum to this / --batch-size "
+                                       "(0: --batch-size x --grad-accum).")
 LAYER_BUDGET = typer.Option(0.75, help="SEEKR: layers kept, a fraction < 1 or a count.")
 HEAD_BUDGET = typer.Option(0.125, help="SEEKR: heads kept, a fraction < 1 of all heads or a count.")
 QUERY_BUDGET = typer.Option(32, help="SEEKR: query rows per sample for distillation (0: all).")
@@ -32,8 +37,10 @@ LAM = typer.Option(1000.0, help="SEEKR: attention-distillation weight.")
 KD_WEIGHT = typer.Option(0.5, help="DER++/SEEKR: logit-distillation weight on replay steps, (1 - w) CE + w KD.")
 ALPHA = typer.Option(None, "--alpha", help="Deprecated: the old name of --kd-weight (--alpha is VHR's head scale "
                                            "everywhere else).")
-PRESET = typer.Option(None, "--preset", help="Start from a named preset of the settings: faithful (the original "
-                      "SEEKR code's choices, docs/seekr.md#faithful-mode); options given explicitly override it.")
+PRESET = typer.Option(None, "--preset", help="Start from a named preset of the settings: paper (every setting of the "
+                      "reference's training script: full fine-tuning, lr 1e-5, 5 epochs, effective batch 128, ...; "
+                      "docs/seekr.md#the-papers-regime), faithful (the original SEEKR code's choices, "
+                      "docs/seekr.md#faithful-mode) or paper-faithful (both); options given explicitly override it.")
 FAITHFUL = typer.Option(False, "--faithful", help=(
     "Same as --preset faithful: reproduce the original SEEKR code's choices: first-N buffer, unshifted logit "
     "distillation, sensitivity over masked entries too, all query rows, full-vocabulary logits, the reference's "
@@ -76,6 +83,8 @@ def configs(ctx: typer.Context, options: dict):
         typer.echo("warning: --alpha is deprecated in `headwise cl`; it is --kd-weight now (--alpha means VHR's head "
                    "scale everywhere else).", err=True)
         options, explicit = {**options, "kd_weight": options["alpha"]}, explicit | {"kd_weight"}
+    if "grad_accum" in explicit and "effective_batch" not in explicit:  # an accumulation given wins over a preset's
+        options, explicit = {**options, "effective_batch": 0}, explicit | {"effective_batch"}
     epochs = int_list(options["epochs"], "--epochs")
     options = {**options, "epochs": epochs[0] if len(epochs) == 1 else epochs}
     cfg = settings(CLConfig, ctx, preset, options, explicit)
@@ -89,7 +98,7 @@ def run(
     method: str = typer.Option("seekr", help="seqft, replay, derpp or seekr."),
     replay: float = typer.Option(0.01, help="Replay ratio in (0, 1], or a whole count of samples per task."),
     order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
-    lr: float = LR, seed: int = typer.Option(1234, help="Seed of data order, replay sampling and query rows."),
+    effective_batch: int = EFFECTIVE_BATCH, lr: float = LR, lr_schedule: str = LR_SCHEDULE, warmup_steps: int = WARMUP, seed: int = typer.Option(1234, help="Seed of data order, replay sampling and query rows."),
     layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET, query_budget: int = QUERY_BUDGET,
     logit_topk: int = LOGIT_TOPK, lam: float = LAM, kd_weight: float = KD_WEIGHT, alpha: float = ALPHA,
     preset: str = PRESET, faithful: bool = FAITHFUL, replay_cycle: int | None = REPLAY_CYCLE, lora: bool = LORA,
@@ -115,7 +124,7 @@ def table(
                                      "can take its own lambda, like seekr@0.01:lam=1.5."),
     seeds: str = typer.Option("0,1,2", help="Seeds, e.g. 0,1,2: one run per method and seed."),
     order: str = ORDER, tasks: int = TASKS, epochs: str = EPOCHS, batch_size: int = BATCH, grad_accum: int = ACCUM,
-    lr: float = LR, layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET,
+    effective_batch: int = EFFECTIVE_BATCH, lr: float = LR, lr_schedule: str = LR_SCHEDULE, warmup_steps: int = WARMUP, layer_budget: float = LAYER_BUDGET, head_budget: float = HEAD_BUDGET,
     query_budget: int = QUERY_BUDGET, logit_topk: int = LOGIT_TOPK, lam: float = LAM, kd_weight: float = KD_WEIGHT,
     alpha: float = ALPHA, preset: str = PRESET, faithful: bool = FAITHFUL, replay_cycle: int | None = REPLAY_CYCLE,
     lora: bool = LORA, lora_rank: int = LORA_RANK, max_len: int = MAX_LEN, eval_max: int = EVAL_MAX,
