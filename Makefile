@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install assets docs lint clean
+.PHONY: demo test install assets docs lint clean parity
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ test: assets
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# Regenerates parity/goldens/ (docs/parity.md) with every parity/*.py script: each runs its reference in its own
+# venv under parity/.venvs/; one whose reference cannot be had says so and exits 2, and the others go on.
+PARITY_SCRIPTS ?= $(filter-out parity/harness.py parity/__init__.py,$(wildcard parity/*.py))
+parity: $(STAMP)
+	@status=0; for script in $(PARITY_SCRIPTS); do \
+	  echo "== $$script"; $(BIN)/python $$script; rc=$$?; \
+	  if [ $$rc -eq 2 ]; then echo "   (not regenerated: its reference cannot be had here)"; \
+	  elif [ $$rc -ne 0 ]; then status=1; fi; \
+	done; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
