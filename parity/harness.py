@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,9 +134,27 @@ def write_golden(name: str, reference: dict, inputs: list[Path], adaptations: li
     path = GOLDENS / f"{name}.json"
     record = {"name": name, "reference": reference, "inputs": inputs_hash(inputs), "adaptations": adaptations,
               "regenerate": f"make parity (or .venv/bin/python parity/{reference['script']})", "outputs": outputs}
-    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    path.write_text(dumps(record) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
     return path
+
+
+def dumps(record) -> str:
+    """JSON with one line per list of numbers or strings (a golden of token lists stays readable and short)."""
+    flat: list[str] = []
+
+    def mark(value):
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        if isinstance(value, list):
+            if all(not isinstance(v, (dict, list)) for v in value):
+                flat.append(json.dumps(value))
+                return f"\0{len(flat) - 1}\0"
+            return [mark(v) for v in value]
+        return value
+
+    text = json.dumps(mark(record), indent=1)
+    return re.sub(r'"\\u0000(\d+)\\u0000"', lambda m: flat[int(m.group(1))], text)
 
 
 def load_golden(name: str, script: str) -> dict:
