@@ -20,6 +20,9 @@ import harness  # noqa: E402
 VCD_REPO, VCD_COMMIT = "DAMO-NLP-SG/VCD", "d6568ff81b8fd306a49e630df44f2db5c2300191"
 PAI_REPO, PAI_COMMIT = "LALBJ/PAI", "9bbd8bd57a0b0923f996197e4bd3e02cc10b8d58"
 INPUT = harness.INPUTS / "vcd_pai.safetensors"
+ATTENTION = harness.INPUTS / "pai_attention.safetensors"  # one LLaMA attention layer's weights and hidden states
+ATTENTION_SHAPE = {"hidden": 32, "heads": 4, "tokens": 12, "image": [3, 8]}  # image keys: [3, 8)
+PAI_ALPHAS = [0.2, 0.5, 1.0]
 REQUIREMENTS = ["numpy", "torch==2.13.0", "transformers==4.31.0"]
 
 # (cd_alpha, cd_beta, temperature, top_p): VCD's script defaults first, then the POPE script's beta and a nucleus.
@@ -41,13 +44,17 @@ def build_inputs() -> None:
     INPUT.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(INPUT))
     print(f"wrote {INPUT.relative_to(harness.ROOT)}")
+    hidden, tokens = ATTENTION_SHAPE["hidden"], ATTENTION_SHAPE["tokens"]
+    weights = {f"{name}_proj": torch.randn(hidden, hidden, generator=g) / hidden ** 0.5 for name in "qkvo"}
+    save_file(weights | {"hidden_states": torch.randn(1, tokens, hidden, generator=g)}, str(ATTENTION))
+    print(f"wrote {ATTENTION.relative_to(harness.ROOT)}")
 
 
 def main() -> None:
-    if "--inputs" in sys.argv or not INPUT.is_file():
+    if "--inputs" in sys.argv or not INPUT.is_file() or not ATTENTION.is_file():
         build_inputs()
     vcd = harness.repo_at(VCD_REPO, VCD_COMMIT, ["vcd_utils", "experiments/eval/object_hallucination_vqa_llava.py"])
-    pai = harness.repo_at(PAI_REPO, PAI_COMMIT, ["CFG.py", "chair_eval.py", "pope_eval.py"])
+    pai = harness.repo_at(PAI_REPO, PAI_COMMIT, ["CFG.py", "attention.py", "chair_eval.py", "pope_eval.py"])
     py = harness.venv("vcd_pai", REQUIREMENTS)
     common = {"input": str(INPUT)}
     out = harness.run_in(py, "vcd", common | {"repo": str(vcd), "cases": VCD_CASES, "noise_steps": NOISE_STEPS,
@@ -72,17 +79,23 @@ def main() -> None:
          "torch 2.13.0 (CPU) instead of VCD's pin 2.0.1, which has no wheel for this Python."],
         out)
 
-    out = harness.run_in(py, "pai", common | {"repo": str(pai), "cases": PAI_CASES})
+    out = harness.run_in(py, "pai", common | {"repo": str(pai), "cases": PAI_CASES, "attention": str(ATTENTION),
+                                               "shape": ATTENTION_SHAPE, "alphas": PAI_ALPHAS})
     harness.write_golden(
         "pai", {"repo": PAI_REPO, "commit": PAI_COMMIT, "packages": REQUIREMENTS, "script": "vcd_pai.py",
                 "files": ["CFG.py:28-58 (CFGLogits: log-softmax, cut-off, combination)",
+                          "attention.py:10-117 (llama_new_forward; the boost at 90-94)",
                           "chair_eval.py:50-55 (defaults)"]},
-        [INPUT],
+        [INPUT, ATTENTION],
         ["CFGLogits.__call__ runs unchanged; its `model` is a stand-in whose call returns the input logits of the "
          "text-only stream at each step (and whose model.layers[i].self_attn takes the use_cfg flags), so "
          "`uncond` is a placeholder; the image stream's logits are the `scores` argument.",
          "the sampling distribution is softmax over the warpers transformers 4.31's generate() adds for that "
          "temperature and top_p, applied after CFGLogits as generate() orders them; greedy is its argmax.",
+         "llama_new_forward runs unchanged, bound by llama_modify to a transformers 4.31 LlamaAttention with the "
+         "saved q/k/v/o weights (no bias, rope base 10000), on the saved hidden states with position ids 0..n-1 "
+         "and the additive causal mask 4.31 builds; its attention output is recorded for each alpha, and with "
+         "use_attn off.",
          "the defaults are read with ast from the argparse calls of chair_eval.py and pope_eval.py.",
          "transformers 4.31.0 and torch 2.13.0 instead of PAI's pins 4.37.0 and 2.0.1: CFG.py uses only "
          "LogitsProcessor and torch.nn.functional."],

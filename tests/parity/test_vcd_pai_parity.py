@@ -62,3 +62,32 @@ def test_pai_defaults():
         ref = golden[script]
         assert cfg.pai_alpha == ref["alpha"] and (ref["start_layer"], ref["end_layer"]) == (2, 32)
         assert ref["gamma"] == 2 and cfg.pai_gamma == 1.1
+
+
+def test_pai_attention_boost_on_image_keys():
+    """One LLaMA attention layer with the reference's weights: PAI's llama_new_forward against headwise's score
+    edit (edit_attention_scores with pai_boost), for each alpha, and with no boost."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from headwise.heads import edit_attention_scores
+
+    golden = load_golden("pai", "vcd_pai.py")["outputs"]["attention"]
+    weights = load_file(str(INPUTS / "pai_attention.safetensors"))
+    hidden = weights["hidden_states"]
+    size, n = hidden.shape[-1], hidden.shape[1]
+    config = LlamaConfig(hidden_size=size, num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=1,
+                         intermediate_size=2 * size, vocab_size=16)
+    config._attn_implementation = "eager"
+    model = LlamaForCausalLM(config).eval()
+    attn = model.model.layers[0].self_attn
+    for name in "qkvo":
+        getattr(attn, f"{name}_proj").weight.data.copy_(weights[f"{name}_proj"])
+    position = model.model.rotary_emb(hidden, torch.arange(n)[None])
+    mask = torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
+    image_keys = torch.zeros(1, n, dtype=torch.bool)
+    image_keys[:, 3:8] = True  # parity/vcd_pai.py's ATTENTION_SHAPE["image"]
+    with torch.no_grad():
+        assert max_diff(attn(hidden, position, mask)[0], golden["off"]) < TOL
+        for alpha in ("0.2", "0.5", "1.0"):
+            with edit_attention_scores(model, [0], lambda s, layer, a=float(alpha): baselines.pai_boost(s, image_keys, a)):
+                assert max_diff(attn(hidden, position, mask)[0], golden[alpha]) < TOL, alpha
