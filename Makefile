@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # torch 2.13.0's CPU wheel lies on this machine's disk; naming the version keeps pip from pulling a CUDA build.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# lmms-eval without its requirements: they come with .[dev] (pyproject's lmms-cpu), all but torchvision, whose PyPI
+# build is for CUDA torch and would break transformers' image processors beside the CPU wheel.
+LMMS ?= lmms-eval==0.7.3
 
 .PHONY: demo test install assets docs lint clean parity
 
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "$(LMMS)"
 	touch $(STAMP)
 
 install: $(STAMP)

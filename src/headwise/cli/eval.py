@@ -116,3 +116,18 @@ def pope(
             typer.echo(f"warning: {missing(summary, answers)}; scoring only the {summary['n']} answered.", err=True)
     if summary is not None:
         emit(summary, as_json, pope_text(summary))
+
+
+@app.command("harness-tasks")
+def harness_tasks(
+    out: str = out_option(..., "Folder to write the tasks into: OUT/lmms (lmms-eval) and OUT/lm-eval (lm-eval)."),
+    scenes: int = typer.Option(20, help="Testbed scenes rendered for the POPE (6 questions each) and CHAIR tasks."),
+    seed: int = typer.Option(0, help="Scene stream of the testbed scenes."),
+    as_json: bool = JSON,
+) -> None:
+    """Write local tasks for lmms-eval (POPE and CHAIR on testbed scenes, headwise's metrics) and lm-eval
+    (Wikipedia perplexity and topic choice), for --include_path; no hub dataset is needed."""
+    from headwise.integrations.tasks import tasks_text, write_harness_tasks
+
+    result = write_harness_tasks(out, scenes, seed)
+    emit(result, as_json, tasks_text(result))
