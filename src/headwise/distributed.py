@@ -7,10 +7,16 @@ training always goes through (one process included), with gradient accumulation 
 
 On a machine without CUDA the processes talk over gloo: launch them with
 `accelerate launch --multi_gpu --num_processes N` (accelerate's `--cpu` flag starts only one
-process unless MPI is set up).
+process unless MPI is set up). `accelerate launch --use_fsdp --fsdp_version 2` on such a machine
+gets no FSDP from Accelerate (its state turns the request into plain DDP over gloo), so headwise
+shards the model itself there with torch's `fully_shard` over the gloo group (`prepare`). A launch
+that Accelerate would run otherwise than asked (several processes that each train alone, DeepSpeed
+without a GPU) is refused by `check_launch` before anything is written.
 """
 
 from __future__ import annotations
+
+import os
 
 from headwise.errors import HeadwiseError
 
@@ -47,6 +53,48 @@ def _accumulation(grad_accum: int):
     return GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
 
 
+def _asked(name: str) -> bool:
+    """Whether `accelerate launch` asked for a distributed engine (it says so in the environment)."""
+    return os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() == "true"
+
+
+def check_launch(grad_accum: int = 1) -> None:
+    """Refuse, with one sentence, a launch that would not run as asked: call it before writing anything.
+
+    - several processes launched (WORLD_SIZE > 1) that Accelerate runs each alone would train one full copy each;
+    - FSDP version 1 wraps modules, so the head hooks and generate() would bypass its parameter gathering;
+    - DeepSpeed that Accelerate does not set up (it runs DeepSpeed only with an accelerator: on CPU its state
+      ignores ACCELERATE_USE_DEEPSPEED) would silently train as DDP;
+    - accumulation under DeepSpeed belongs in its config, where the engine counts micro-steps.
+    """
+    from accelerate.utils import DistributedType
+
+    state = process_state()
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and state.num_processes == 1:
+        raise HeadwiseError(f"{launched} processes were launched but Accelerate runs this one alone (distributed type "
+                            f"{state.distributed_type.value}), so each would train its own copy; launch with "
+                            "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or one process.")
+    if _asked("FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise HeadwiseError("headwise needs FSDP version 2; launch with `accelerate launch --use_fsdp "
+                            "--fsdp_version 2 ...` (or set fsdp_version: 2 in the accelerate config).")
+    if _asked("DEEPSPEED"):
+        if state.distributed_type != DistributedType.DEEPSPEED:
+            raise HeadwiseError("DeepSpeed was asked for but Accelerate set up "
+                                f"{state.distributed_type.value} instead (it runs DeepSpeed only on GPUs), so this "
+                                "would train without it; on CPU use `--use_fsdp --fsdp_version 2` or `--multi_gpu`.")
+        if grad_accum > 1:
+            raise HeadwiseError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
+                                "(gradient_accumulation_steps) and leave --grad-accum at 1.")
+
+
+def torch_fsdp2(acc) -> bool:
+    """Whether FSDP 2 was asked for where Accelerate gives plain DDP (CPU, gloo): headwise then shards itself."""
+    from accelerate.utils import DistributedType
+
+    return _asked("FSDP") and acc.distributed_type == DistributedType.MULTI_CPU
+
+
 def shards_parameters(acc, grad_accum: int = 1) -> bool:
     """Whether each process holds only a shard of the weights; refuses set-ups a head-level trainer cannot follow.
 
@@ -56,19 +104,70 @@ def shards_parameters(acc, grad_accum: int = 1) -> bool:
     """
     from accelerate.utils import DistributedType
 
+    check_launch(grad_accum)
     kind = acc.distributed_type
     if kind == DistributedType.FSDP:
         if getattr(acc.state.fsdp_plugin, "fsdp_version", 1) != 2:
-            # FSDP 1 wraps modules, so the head hooks and generate() would bypass its parameter gathering.
             raise HeadwiseError("headwise needs FSDP version 2; launch with `accelerate launch --use_fsdp "
                                 "--fsdp_version 2 ...` (or set fsdp_version: 2 in the accelerate config).")
         return True
     if kind == DistributedType.DEEPSPEED:
-        if grad_accum > 1:
-            raise HeadwiseError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
-                                "(gradient_accumulation_steps) and leave --grad-accum at 1.")
         return acc.state.deepspeed_plugin.zero_stage == 3
-    return False
+    return torch_fsdp2(acc)
+
+
+def prepare(acc, model, layers, optimizer, grad_accum: int = 1):
+    """(sharded, the model to train, the optimizer) for a training loop, through `acc`.
+
+    `layers`: the model's decoder layers, each a unit of sharding; `optimizer`: builds the optimizer from a list
+    of parameters (after sharding, which replaces them). Accelerate prepares both, except where FSDP 2 was asked
+    for on CPU: there torch's `fully_shard` shards each layer and then the whole model over the gloo group (what
+    Accelerate's FSDP 2 does on GPUs), and only the optimizer goes through Accelerate, so that accumulation,
+    clipping and the optimizer's step still do.
+    """
+    sharded = shards_parameters(acc, grad_accum)
+    if torch_fsdp2(acc):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (acc.num_processes,))
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return sharded, model, acc.prepare(optimizer([p for p in model.parameters() if p.requires_grad]))
+    train_model, opt = acc.prepare(model, optimizer([p for p in model.parameters() if p.requires_grad]))
+    return sharded, train_model, opt
+
+
+def save_sharded(acc, model, opt, directory) -> None:
+    """Every process writes its shard of the model and the optimizer into `directory`: torch's distributed
+    checkpoint where headwise sharded the model itself, `Accelerator.save_state` otherwise."""
+    if torch_fsdp2(acc):
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(_state_dicts(model, opt), checkpoint_id=str(directory))
+    else:
+        acc.save_state(str(directory))
+
+
+def load_sharded(acc, model, opt, directory) -> None:
+    """Read back what `save_sharded` wrote, each process its own shard."""
+    if torch_fsdp2(acc):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        state = _state_dicts(model, opt)
+        dcp.load(state, checkpoint_id=str(directory))
+        set_state_dict(model, opt.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    else:
+        acc.load_state(str(directory))
+
+
+def _state_dicts(model, opt) -> dict:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, opt.optimizer)
+    return {"model": model_state, "optim": optim_state}
 
 
 def micro_steps(items: list, grad_accum: int):

@@ -169,10 +169,11 @@ def test_lora_trains_only_adapters(tmp_path, trace_dir, tok):
     assert ck["weights"] and all("lora_" in n for n in ck["weights"])
 
 
-@pytest.mark.parametrize("mode", ["main-only", "all-ranks"])
+@pytest.mark.parametrize("mode", ["main-only", "all-ranks", "fsdp2"])
 def test_two_processes_match_one(tmp_path, trace_dir, mode):
     """DDP over 2 CPU processes gives the single-process run; `all-ranks` is the path FSDP 2 and ZeRO-3 take
-    (every process joins every pass, checkpoints through Accelerate), checked here under DDP."""
+    (every process joins every pass, checkpoints through Accelerate), checked here under DDP; `fsdp2` is FSDP 2
+    for real: `accelerate launch --use_fsdp --fsdp_version 2` over gloo, each process holding half the weights."""
     import subprocess
     import sys
     from pathlib import Path
@@ -187,7 +188,8 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
     with socket.socket() as sock:  # a free port: the default 29500 clashes with other launches on this machine
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    engine = ["--use_fsdp", "--fsdp_version", "2"] if mode == "fsdp2" else ["--multi_gpu"]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(port)]
     extra = ["all-ranks"] if mode == "all-ranks" else []
@@ -208,8 +210,20 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
         for key in ("loss", "ce", "kd", "attn", "grad_norm"):
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a, b)
+    held = [json.loads((tmp_path / "two" / f"params-{r}.json").read_text()) for r in (0, 1)]
+    if mode == "fsdp2":  # each process holds a shard, together the whole model
+        assert all(h["held"] < 0.6 * h["full"] for h in held) and sum(h["held"] for h in held) == held[0]["full"]
+    else:
+        assert all(h["held"] == h["full"] for h in held)
     w1 = torch.load(tmp_path / "one" / "checkpoint" / "ckpt.pt", weights_only=True)["weights"]
-    if mode == "all-ranks":
+    if mode == "fsdp2":
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        ckpt = tmp_path / "two" / "checkpoint"
+        saved = json.loads((ckpt / "progress.json").read_text())
+        dcp_to_torch_save(ckpt / saved["state"], tmp_path / "two.pt")
+        w2 = torch.load(tmp_path / "two.pt", weights_only=True)["model"]
+    elif mode == "all-ranks":
         from safetensors.torch import load_file
 
         ckpt = tmp_path / "two" / "checkpoint"

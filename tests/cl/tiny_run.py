@@ -1,7 +1,9 @@
 """A tiny SEEKR run for the multi-process test: `python tiny_run.py TRACE_DIR OUT [all-ranks]` (or under
 accelerate launch). `all-ranks` makes every process run the teacher, importance and evaluation passes and
-checkpoint through Accelerate, as they do when FSDP or DeepSpeed ZeRO-3 shard the weights."""
+checkpoint through Accelerate, as they do when FSDP or DeepSpeed ZeRO-3 shard the weights. Each process writes
+OUT/params-RANK.json: how many weights it holds against the model's."""
 
+import json
 import sys
 
 import torch
@@ -24,10 +26,14 @@ cfg = CLConfig(batch_size=4, lr=1e-3, epochs=2, replay=5, max_new_tokens=2, laye
 run = Run(sys.argv[2], "cl run", {}, cfg)
 # The one distributed path: the trainer builds its Accelerator (one process, or what `accelerate launch` set up).
 trainer = make_trainer(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run, log=lambda s: None)
-trainer.sharded = trainer.world > 1 and sys.argv[3:] == ["all-ranks"]
+trainer.sharded = trainer.sharded or (trainer.world > 1 and sys.argv[3:] == ["all-ranks"])
 trainer.fit()
 if state.is_main_process:
     (run.dir / "world.txt").write_text(str(state.num_processes))
+# What this process holds of the weights it trains: under FSDP 2 a shard (DTensor.to_local), otherwise all.
+held = [p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in trainer.params]
+(run.dir / f"params-{state.process_index}.json").write_text(json.dumps(
+    {"held": sum(held), "full": sum(p.numel() for p in trainer.params)}))
 if trainer.world > 1:
     trainer.acc.end_training()  # close the process group before exit, as a launched script should
     # In the every-process mode a non-main gloo process aborted in C++ teardown, after Python had

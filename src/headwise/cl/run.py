@@ -47,9 +47,35 @@ def open_run(out: str | Path, model_name: str, dtype: str, bench: BenchmarkConfi
 
 
 def run_cl(model, tokenizer, tasks: list, cfg: CLConfig, run: Run, log: Callable[[str], None] = print,
-           progress: bool = True, accelerator=None) -> dict:
-    """The `cl run` recipe: learn the tasks in order, evaluating after each; resumes a killed run."""
-    return trainer(model, tokenizer, tasks, cfg, run, log, progress, accelerator).fit()
+           progress: bool = True, accelerator=None, save_model: str | Path | None = None) -> dict:
+    """The `cl run` recipe: learn the tasks in order, evaluating after each; resumes a killed run. With
+    `save_model`, the final model is written there as a transformers folder (`save_trained`)."""
+    fitting = trainer(model, tokenizer, tasks, cfg, run, log, progress, accelerator)
+    if save_model is not None and cfg.lora and fitting.sharded:
+        raise HeadwiseError("--save-model merges LoRA adapters into the weights, which sharded weights (FSDP, "
+                            "ZeRO-3) do not allow; train on one process or without --lora to save the model.")
+    result = fitting.fit()
+    if save_model is not None:
+        save_trained(fitting, save_model)
+    return result
+
+
+def save_trained(fitting, directory: str | Path) -> Path:
+    """The trained model as a transformers folder (safetensors, config, tokenizer; LoRA merged into the weights)
+    that `from_pretrained` and `lm_eval --model hf --model_args pretrained=DIR` load. Every process takes part
+    (sharded weights are gathered); the main process writes."""
+    from headwise.runs import save_pretrained
+
+    acc = fitting.acc
+    state = acc.get_state_dict(fitting.train_model) if fitting.sharded else None
+    if fitting.main:
+        model = acc.unwrap_model(fitting.train_model)
+        if fitting.cfg.lora:
+            model = model.merge_and_unload()  # the run is over: the adapters become plain weights
+        model.save_pretrained(str(directory), state_dict=state)
+        save_pretrained(directory, *([fitting.tok] if hasattr(fitting.tok, "save_pretrained") else []))
+    acc.wait_for_everyone()
+    return Path(directory)
 
 
 def trainer(model, tokenizer, tasks: list, cfg: CLConfig, run: Run, log: Callable[[str], None] = print,
@@ -62,21 +88,24 @@ def trainer(model, tokenizer, tasks: list, cfg: CLConfig, run: Run, log: Callabl
 
 def cl_run(model_name: str, bench: BenchmarkConfig, cfg: CLConfig, out: str | Path, dtype: str = "auto",
            device: str | None = None, trust_remote_code: bool = False, log: Callable[[str], None] = print,
-           progress: bool = True, preset: str | None = None) -> dict:
+           progress: bool = True, preset: str | None = None, save_model: str | Path | None = None) -> dict:
     """Check the tasks, load the model, open the run and run it: `cl run` end to end (a `cl table` cell, the demo).
+    With `save_model`, the final model is written there as a transformers folder (`save_trained`).
 
     The tasks and the settings that depend on them and the model are checked before a run directory is made;
     wiki is built in a scratch folder first and copied into the run directory once that exists.
     """
+    from headwise.distributed import check_launch
     from headwise.models import load_model
 
+    check_launch(cfg.grad_accum)  # a launch that would not run as asked writes nothing
     with tempfile.TemporaryDirectory() as scratch:
         tasks = checked_tasks(bench, [cfg], Path(scratch) / "data")
         model, tok = load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         run = open_run(out, model_name, dtype, bench, cfg, preset)
         if bench.benchmark == "wiki" and not (run.dir / "data").exists():
             shutil.copytree(Path(scratch) / "data", run.dir / "data", dirs_exist_ok=True)  # processes may race
-    return run_cl(model, tok, tasks, cfg, run, log, progress)
+    return run_cl(model, tok, tasks, cfg, run, log, progress, save_model=save_model)
 
 
 def report(run_dir: str | Path) -> dict:

@@ -77,10 +77,9 @@ class Continual:
         self.pad = pad_id(tokenizer)
         check_sequence(config, tasks)
         self.method.check(self)
-        opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=config.lr,
-                                betas=tuple(config.betas), weight_decay=config.weight_decay)
-        self.sharded = distributed.shards_parameters(self.acc, config.grad_accum)
-        self.train_model, self.opt = self.acc.prepare(self.model, opt)
+        self.sharded, self.train_model, self.opt = distributed.prepare(
+            self.acc, self.model, self.layout.layers, lambda params: torch.optim.AdamW(
+                params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay), config.grad_accum)
         # FSDP 2 swaps parameters for sharded ones; clip and checkpoint the ones that train.
         self.params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.state = run.read_json("state.json") or {"tasks": [t.name for t in tasks], "done": {}, "matrix": [],
@@ -151,7 +150,7 @@ class Continual:
         if self.main:
             d.mkdir(exist_ok=True)
         self._barrier()
-        self.acc.save_state(str(d / name))
+        distributed.save_sharded(self.acc, self.train_model, self.opt, d / name)
         self._barrier()
         if self.main:
             self.run.write_json("checkpoint/progress.json", {"progress": progress, "state": name})
@@ -165,7 +164,7 @@ class Continual:
             saved = self.run.read_json("checkpoint/progress.json")
             if saved is None:
                 return None
-            self.acc.load_state(str(self._ckpt_dir() / saved["state"]))
+            distributed.load_sharded(self.acc, self.train_model, self.opt, self._ckpt_dir() / saved["state"])
             return saved["progress"]
         path = self._ckpt_dir() / "ckpt.pt"
         if not path.is_file():

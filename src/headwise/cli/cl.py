@@ -105,6 +105,8 @@ def run(
     lora_rank: int = LORA_RANK, max_len: int = MAX_LEN, eval_max: int = EVAL_MAX, max_new_tokens: int = NEW_TOKENS,
     eval_batch_size: int = EVAL_BATCH, checkpoint_every: int = CKPT_EVERY, wiki_train: int = WIKI_TRAIN,
     wiki_test: int = WIKI_TEST, out: str = out_option(..., "Run directory; rerun with the same one to resume."),
+    save_model: str = out_option(None, "Write the final model here as a transformers folder (safetensors, "
+                                       "tokenizer; LoRA merged), e.g. for lm_eval --model hf.", kind="optional"),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
 ) -> None:
     """Learn the tasks in order, evaluate after each, and write RUN_DIR/results.json (matrix, OP, BWT, FWT)."""
@@ -112,7 +114,7 @@ def run(
 
     bench, cfg, preset = configs(ctx, locals())
     result = cl_run(model, bench, cfg, out, dtype, device, trust_remote_code,
-                    log=(lambda s: None) if as_json else typer.echo, preset=preset)
+                    log=(lambda s: None) if as_json else typer.echo, preset=preset, save_model=save_model)
     emit(result, as_json, summary_text(result, out))
 
 
@@ -140,7 +142,10 @@ def table(
     from headwise.cl.table import parse_variants, table as run_table
     from headwise.models import check_model
 
+    from headwise.distributed import check_launch
+
     bench, base, preset = configs(ctx, {**locals(), "method": "seqft", "replay": 0.01, "seed": 0})
+    check_launch(base.grad_accum)
     check_model(model, trust_remote_code)  # before the table directory is made for a model that is not there
     variants = parse_variants(methods)
     with tempfile.TemporaryDirectory() as scratch:  # and settings that do not fit the tasks, like --replay-cycle
