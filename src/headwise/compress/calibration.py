@@ -114,6 +114,65 @@ class _Hessians:
         return {name: means[owner] for name, owner in self.owner.items()}
 
 
+class Recorder:
+    """Forward pre-hooks on the given blocks' linears that sum each input feature's squares (Wanda's norms) and,
+    with `hessians`, each distinct input's 2 X^T X; active inside `with`. `collect` records every block in one
+    pass of the dense model, `sequential` one block at a time on the pruned blocks' outputs.
+
+    Args:
+        linears: per block, (name, module) of its prunable linears (`block_linears`, or a sub-list of it).
+        hessians: also sum the Hessians (SparseGPT).
+        running_mean: accumulate the squares as locuslab/wanda's WrappedGPT does, in float32: per window the
+            squared L2 norm of each feature, folded into a running mean over windows. The same statistic up to a
+            constant factor, but rounded the reference's way: sequential pruning amplifies a 1e-7 difference
+            into 0.16% of SmolLM2's masks (docs/parity.md), so the faithful mode rounds as the reference does.
+    """
+
+    def __init__(self, linears: list[list[tuple[str, nn.Module]]], hessians: bool = False,
+                 running_mean: bool = False):
+        self.linears = linears
+        self.running_mean = running_mean
+        self.windows: list[dict[str, int]] = [{} for _ in linears]
+        self.sq: list[dict[str, torch.Tensor]] = [{} for _ in linears]
+        self.hess = [_Hessians() for _ in linears] if hessians else None
+        self.handles: list = []
+
+    def __enter__(self) -> Recorder:
+        for b, block in enumerate(self.linears):
+            for name, mod in block:
+                def hook(_m, args, b=b, name=name):
+                    x = args[0].detach()
+                    if self.running_mean:
+                        self._fold(b, name, x)
+                    else:
+                        s = x.reshape(-1, x.shape[-1]).float().pow(2).sum(0).cpu()
+                        acc = self.sq[b].get(name)
+                        self.sq[b][name] = s if acc is None else acc + s
+                    if self.hess is not None:
+                        self.hess[b].add(name, args[0])  # the very tensor, so sharing is usually an identity check
+                self.handles.append(mod.register_forward_pre_hook(hook))
+        return self
+
+    def _fold(self, b: int, name: str, x: torch.Tensor) -> None:
+        for window in x.reshape(-1, x.shape[-2], x.shape[-1]) if x.dim() > 2 else [x]:
+            n = self.windows[b].get(name, 0)
+            acc = self.sq[b].get(name)
+            acc = torch.zeros(x.shape[-1]) if acc is None else acc * (n / (n + 1))
+            self.sq[b][name] = acc + torch.norm(window.float().t(), p=2, dim=1).cpu() ** 2 / (n + 1)
+            self.windows[b][name] = n + 1
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def norms(self) -> list[dict[str, torch.Tensor]]:
+        return [{name: v.sqrt() for name, v in block.items()} for block in self.sq]
+
+    def hessians(self) -> list[dict[str, torch.Tensor]] | None:
+        return [h.result() for h in self.hess] if self.hess else None
+
+
 @torch.no_grad()
 def dense_logp(model, ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The model's next-token log-probabilities on `ids`, float32 on the CPU."""
@@ -144,27 +203,9 @@ def collect(model, tokenizer, config: CalibConfig) -> Calibration:
     if len(ids) < config.windows:
         raise HeadwiseError(f"the calibration text gives only {len(ids)} windows of {config.seq_len} tokens, "
                             f"fewer than the {config.windows} asked for.")
-    linears = block_linears(model)
-    sq: list[dict[str, torch.Tensor]] = [{} for _ in linears]
-    hess = [_Hessians() for _ in linears] if config.method == "sparsegpt" else None
-    handles = []
-    for b, block in enumerate(linears):
-        for name, mod in block:
-            def hook(_m, args, b=b, name=name):
-                x = args[0].detach()
-                s = x.reshape(-1, x.shape[-1]).float().pow(2).sum(0).cpu()
-                acc = sq[b].get(name)
-                sq[b][name] = s if acc is None else acc + s
-                if hess is not None:
-                    hess[b].add(name, args[0])  # the very tensor, so sharing is usually an identity check
-            handles.append(mod.register_forward_pre_hook(hook))
-    try:
+    with Recorder(block_linears(model), config.method == "sparsegpt") as recorder:
         logp = dense_logp(model, ids, config.batch_size)
-    finally:
-        for h in handles:
-            h.remove()
-    norms = [{name: v.sqrt() for name, v in block.items()} for block in sq]
-    hessians = [h.result() for h in hess] if hess else None
+    norms, hessians = recorder.norms(), recorder.hessians()
     widest = max((len(h) for block in hessians or [] for h in block.values()), default=0)
     if ids.numel() < widest:
         # KL is measured on these same tokens, so an overfitted update would look better than it is.

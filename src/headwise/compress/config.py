@@ -1,6 +1,7 @@
 """Settings of UniCuCo's calibration, fitting and serving (recorded in run directories and StratNets).
 
-Presets: `faithful` counts the weights pruned per row as locuslab/wanda does (`int()`, docs/unicuco.md).
+Presets: `faithful` prunes as locuslab/wanda does: it counts the weights pruned per row with `int()` and takes each
+block's statistics on the outputs of the blocks pruned before it (docs/unicuco.md, docs/parity.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from headwise.errors import HeadwiseError
 
 SPACES = ("unstructured", "depth")
 ROUNDINGS = ("nearest", "floor")
+INPUTS = ("dense", "sequential")
 MAX_SPARSITY = 0.95
 
 
@@ -46,6 +48,10 @@ class CalibConfig(Settings):
         rounding: how a block's ratio becomes a count of weights pruned per row: "nearest" (round; the searched
             ratios are continuous, so each is met within half a weight per row) or "floor" (`int()`, as
             locuslab/wanda, which prunes up to one weight per row less than asked; the `faithful` preset).
+        inputs: where each block's statistics come from: "dense" (the dense model's inputs, collected once and
+            reused by every strategy: UniCuCo's calibrate-once) or "sequential" (the outputs of the blocks already
+            pruned to the strategy, as locuslab/wanda; a new pass over the calibration windows per strategy, about
+            three forward passes; the `faithful` preset). The measured difference is in docs/parity.md.
     """
 
     data: str = "wiki-en"
@@ -55,13 +61,16 @@ class CalibConfig(Settings):
     batch_size: int = 2
     method: str = "wanda"
     rounding: str = "nearest"
+    inputs: str = "dense"
 
-    PRESETS = {"faithful": {"rounding": "floor"}}
+    PRESETS = {"faithful": {"rounding": "floor", "inputs": "sequential"}}
 
     def validate(self) -> None:
         check_method(self.method)
         if self.rounding not in ROUNDINGS:
             raise HeadwiseError(f"unknown rounding {self.rounding!r}; use one of {', '.join(ROUNDINGS)}.")
+        if self.inputs not in INPUTS:
+            raise HeadwiseError(f"unknown inputs {self.inputs!r}; use one of {', '.join(INPUTS)}.")
         if self.windows < 1 or self.ppl_windows < 1 or self.seq_len < 8:
             raise HeadwiseError("need at least one calibration and one perplexity window of at least 8 tokens.")
         if self.batch_size < 1:

@@ -12,6 +12,7 @@ import torch
 
 from headwise.compress.calibration import Calibration
 from headwise.compress.config import CalibConfig, check_method, check_space
+from headwise.compress import sequential
 from headwise.compress.depth import DepthPruner
 from headwise.compress.sparsegpt import SparseGPTPruner
 from headwise.compress.wanda import WandaPruner
@@ -78,13 +79,18 @@ class Evaluator:
         method: the unstructured pruner, "wanda" or "sparsegpt" (`CalibConfig.method`).
         heldout: (ids, dense log-probs) of windows that `measure` reports KL on instead of the calibration
             windows (`calibration.heldout`); `kl`, what a fit or a search optimises, stays on the calibration ones.
+        rounding: how a ratio becomes a count of pruned weights per row (`CalibConfig.rounding`).
+        inputs: "dense" (the cached statistics serve every strategy) or "sequential" (each strategy is pruned
+            block after block from the pruned blocks' outputs, `sequential.prune`; `CalibConfig.inputs`).
     """
 
     def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2,
                  method: str = "wanda", heldout: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 rounding: str = "nearest"):
+                 rounding: str = "nearest", inputs: str = "dense"):
         self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
         self.heldout = heldout
+        self.method, self.rounding = method, rounding
+        self.sequential = inputs == "sequential" and space == "unstructured"
         self.pruner = make_pruner(model, calib, space, method, rounding)
         self.num_blocks = self.pruner.num_blocks
         self.evaluations = 0
@@ -94,7 +100,7 @@ class Evaluator:
     def for_config(cls, model, calib: Calibration, space: str, config: CalibConfig,
                    heldout: tuple[torch.Tensor, torch.Tensor] | None = None) -> Evaluator:
         """The evaluator a fit or a StratNet's calibration settings ask for (batch size, pruner, rounding)."""
-        return cls(model, calib, space, config.batch_size, config.method, heldout, config.rounding)
+        return cls(model, calib, space, config.batch_size, config.method, heldout, config.rounding, config.inputs)
 
     def check(self, strategy) -> list[float]:
         x = [float(v) for v in strategy]
@@ -110,10 +116,13 @@ class Evaluator:
     def applied(self, strategy):
         """The model pruned to `strategy` inside the block; yields the achieved sparsity."""
         x = self.check(strategy)
+        pruner = self.pruner
         try:
-            yield self.pruner.apply(x)
+            if self.sequential:
+                pruner = sequential.prune(self.model, self.calib.ids, x, self.method, self.rounding, self.batch_size)
+            yield pruner.apply(x)
         finally:
-            self.pruner.restore()
+            pruner.restore()
 
     def kl(self, strategy, windows: int | None = None) -> float:
         """A true evaluation: KL on the first `windows` calibration windows (all when None)."""

@@ -92,14 +92,10 @@ class SparseGPTPruner(BlockPruner):
                                 "'sparsegpt'; these statistics were collected for Wanda.")
         super().__init__(model, rounding)
         self.blocksize = blocksize
-        # Per block: (Hessian, the linears that read its input).
-        self.groups: list[list[tuple[torch.Tensor, list[Linear]]]] = []
-        for b, entries in enumerate(self.blocks):
-            shared: dict[int, tuple[torch.Tensor, list[Linear]]] = {}
-            for e in entries:
-                h = statistic(hessians, b, e.name, "Hessian")
-                shared.setdefault(id(h), (h, []))[1].append(e)
-            self.groups.append(list(shared.values()))
+        self.hessians = hessians
+        # Per block: (Hessian, the linears that read its input), found when the block is first pruned (sequential
+        # calibration fills a block's Hessians just before).
+        self.groups: list[list[tuple[torch.Tensor, list[Linear]]] | None] = [None] * self.num_blocks
         self.cache: list[tuple[float, list[torch.Tensor]] | None] = [None] * self.num_blocks
         # The inverse factor depends on the Hessian alone, so every ratio tried for a block reuses it.
         self.factors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -112,6 +108,12 @@ class SparseGPTPruner(BlockPruner):
 
     def _pruned(self, b: int, ratio: float) -> list[torch.Tensor]:
         """Block b's weights pruned to `ratio`, each in its module's layout and dtype."""
+        if self.groups[b] is None:
+            shared: dict[int, tuple[torch.Tensor, list[Linear]]] = {}
+            for e in self.blocks[b]:
+                h = statistic(self.hessians, b, e.name, "Hessian")
+                shared.setdefault(id(h), (h, []))[1].append(e)
+            self.groups[b] = list(shared.values())
         out: dict[str, torch.Tensor] = {}
         for h, entries in self.groups[b]:
             w = torch.cat([e.out_in(e.dense) for e in entries])

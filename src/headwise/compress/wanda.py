@@ -30,12 +30,16 @@ class WandaPruner(BlockPruner):
 
     def __init__(self, model, norms: list[dict[str, torch.Tensor]], rounding: str = "nearest"):
         super().__init__(model, rounding)
-        # Ranks are kept in each module's own layout, so pruning is one torch.where on its weight.
-        self.ranks = [[e.out_in(wanda_rank(e.out_in(e.dense).cpu(), statistic(norms, b, e.name, "input norms")))
-                       .contiguous().to(e.dense.device) for e in entries]
-                      for b, entries in enumerate(self.blocks)]
+        self.norms = norms
+        # Ranks are kept in each module's own layout, so pruning is one torch.where on its weight. A block's are
+        # computed when it is first pruned: sequential calibration (`sequential.prune`) fills its norms just before.
+        self.ranks: list[list[torch.Tensor] | None] = [None] * self.num_blocks
 
     def _prune_block(self, b: int, ratio: float) -> None:
+        if self.ranks[b] is None:
+            self.ranks[b] = [e.out_in(wanda_rank(e.out_in(e.dense).cpu(), statistic(self.norms, b, e.name,
+                                                                                   "input norms")))
+                             .contiguous().to(e.dense.device) for e in self.blocks[b]]
         for e, rank in zip(self.blocks[b], self.ranks[b]):
             k = e.pruned_per_row(ratio, self.rounding)
             torch.where(rank < k, torch.zeros((), dtype=e.dense.dtype), e.dense, out=e.module.weight.data)
