@@ -67,7 +67,7 @@ def save_trained(fitting, directory: str | Path) -> Path:
     from headwise.runs import save_pretrained
 
     acc = fitting.acc
-    state = acc.get_state_dict(fitting.train_model) if fitting.sharded else None
+    state = full_state(acc, fitting.train_model) if fitting.sharded else None
     if fitting.main:
         model = acc.unwrap_model(fitting.train_model)
         if fitting.cfg.lora:
@@ -84,6 +84,16 @@ def trainer(model, tokenizer, tasks: list, cfg: CLConfig, run: Run, log: Callabl
     from headwise.cl.trainer import Continual
 
     return Continual(model, tokenizer, tasks, cfg, run, accelerator=accelerator, log=log, progress=progress)
+
+
+def full_state(acc, model) -> dict:
+    """The whole state dict of a model whose weights are sharded, gathered (on the main process): torch's for
+    FSDP 2 (DTensor parameters, whether headwise or Accelerate sharded them), Accelerate's otherwise (ZeRO-3)."""
+    if any(hasattr(p, "to_local") for p in model.parameters()):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return acc.get_state_dict(model)
 
 
 def cl_run(model_name: str, bench: BenchmarkConfig, cfg: CLConfig, out: str | Path, dtype: str = "auto",

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from headwise.cli.common import DEVICE, DTYPE, JSON, MODEL, TRUST, emit, load, out_option, settings
+from headwise.errors import HeadwiseError
 
 app = typer.Typer(help="UniCuCo: one StratNet that maps any size/quality request to a pruning strategy.",
                   no_args_is_help=True)
@@ -79,6 +80,10 @@ def serve(
     model: str = typer.Option(None, "--model", "-m", help="Model to prune; default the one the StratNet was trained for."),
     save: bool = typer.Option(False, "--save", help="Save each pruned model as safetensors in OUT/<id>/."),
     ppl: bool = typer.Option(True, help="Measure test perplexity of each pruned model."),
+    lm_eval: str = typer.Option(None, "--lm-eval", help="Also score each pruned model with lm-eval on these tasks, "
+                                                        "e.g. headwise_wiki_ppl,headwise_wiki_topic (local; lm-eval's "
+                                                        "own tasks need their datasets from the hub)."),
+    lm_eval_limit: int = typer.Option(0, "--lm-eval-limit", help="With --lm-eval: documents per task (0: all)."),
     dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
 ) -> None:
     """Map each request to a strategy, prune, measure sparsity, KL and perplexity; writes OUT/results.jsonl."""
@@ -86,11 +91,24 @@ def serve(
     from headwise.compress.serve import Server
     from headwise.compress.strategy import read_requests
 
+    tasks = check_lm_eval(lm_eval, lm_eval_limit)
     server = Server(stratnet)
     reqs = read_requests(requests)
     name = model or server.meta["model"]
     m, tok = load(name, dtype, device, trust_remote_code)
     server.check_model(m)  # before a run directory is made for a model it cannot serve
-    run = open_serve_run(out, stratnet, requests, name, save, ppl, dtype)
-    result = run_serve(m, tok, server, reqs, run, save=save, ppl=ppl, progress=not as_json)
+    run = open_serve_run(out, stratnet, requests, name, save, ppl, dtype, tasks, lm_eval_limit)
+    result = run_serve(m, tok, server, reqs, run, save=save, ppl=ppl, progress=not as_json, lm_eval=tasks,
+                       lm_eval_limit=lm_eval_limit)
     emit(result, as_json, serve_text(result))
+
+
+def check_lm_eval(tasks: str | None, limit: int) -> list[str] | None:
+    """--lm-eval's task names, checked against lm-eval's and headwise's tasks before anything loads."""
+    if limit < 0:
+        raise HeadwiseError(f"--lm-eval-limit must be 0 (all documents) or more, got {limit}.")
+    if tasks is None:
+        return None
+    from headwise.integrations.lm_eval import check_tasks
+
+    return check_tasks([t.strip() for t in tasks.split(",") if t.strip()])

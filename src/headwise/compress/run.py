@@ -36,23 +36,28 @@ def run_fit(model, tokenizer, model_name: str, calib: CalibConfig, fit: FitConfi
 
 
 def open_serve_run(out: str | Path | None, stratnet: str | Path, requests: str | Path, model_name: str, save: bool,
-                   ppl: bool, dtype: str) -> Run:
+                   ppl: bool, dtype: str, lm_eval: list[str] | None = None, lm_eval_limit: int = 0) -> Run:
+    # lm-eval's tasks are recorded only when asked for, so serve runs made before --lm-eval existed still resume.
+    scoring = {"lm_eval": list(lm_eval), "lm_eval_limit": lm_eval_limit} if lm_eval else {}
     return Run(out, "compress serve", {"stratnet": str(stratnet), "requests": str(requests), "model": model_name,
-                                       "save": save, "ppl": ppl, "dtype": dtype})
+                                       "save": save, "ppl": ppl, "dtype": dtype, **scoring})
 
 
 def run_serve(model, tokenizer, server, requests: list[dict], run: Run, save: bool = False, ppl: bool = True,
-              progress: bool = True) -> dict:
-    """The `compress serve` recipe: each request -> strategy -> pruned model, measured (sparsity, KL, perplexity),
-    one line per request in RUN/results.jsonl (resumable), profiles.png; returns the summary with the rows."""
+              progress: bool = True, lm_eval: list[str] | None = None, lm_eval_limit: int = 0) -> dict:
+    """The `compress serve` recipe: each request -> strategy -> pruned model, measured (sparsity, KL, perplexity,
+    and with `lm_eval` lm-eval's scores on those tasks, `lm_eval_limit` documents each, 0: all), one line per
+    request in RUN/results.jsonl (resumable), profiles.png; returns the summary with the rows."""
     from headwise.compress.fit import calibration
     from headwise.compress.plots import profiles
     from headwise.compress.serve import serve
 
     server.check_model(model)
     t0 = time.perf_counter()
+    scorer = lm_eval_scorer(tokenizer, lm_eval, lm_eval_limit, run) if lm_eval else None
     calib = calibration(model, tokenizer, server.calib_config, run)
-    rows = serve(model, tokenizer, server, requests, calib, run, save=save, ppl=ppl, progress=progress)
+    rows = serve(model, tokenizer, server, requests, calib, run, save=save, ppl=ppl, progress=progress,
+                 score=scorer)
     plot = profiles(rows, server.space, run.path("profiles.png"))
     result = {"requests": len(rows), "seconds": time.perf_counter() - t0, "run_dir": str(run.dir),
               "results": str(run.path("results.jsonl")), "plot": str(plot), "rows": rows}
@@ -60,12 +65,24 @@ def run_serve(model, tokenizer, server, requests: list[dict], run: Run, save: bo
     return result
 
 
+def lm_eval_scorer(tokenizer, tasks: list[str], limit: int, run: Run):
+    """model -> lm-eval's scores on `tasks` ({task: {metric: value}}), headwise's local tasks written into
+    RUN/lm-eval-tasks so that their names resolve."""
+    from headwise.integrations import lm_eval
+
+    include = run.path("lm-eval-tasks")
+    lm_eval.write_tasks(include)
+    return lambda model: lm_eval.score(model, tokenizer, tasks, include, limit=limit or None)
+
+
 def serve_text(result: dict) -> str:
-    """The served requests as a table: id, sparsity, KL, perplexity."""
+    """The served requests as a table: id, sparsity, KL, perplexity (then lm-eval's scores where asked for)."""
     lines = [f"{'id':10s} {'sparsity':>8s} {'kl':>8s} {'ppl':>8s}"]
     for r in result["rows"]:
         ppl = f"{r['ppl']:8.2f}" if r.get("ppl") is not None else "       -"
-        lines.append(f"{r['id']:10s} {r['sparsity']:8.3f} {r['kl']:8.4f} {ppl}")
+        scores = "  ".join(f"{task} {metric.split(',')[0]} {value:.4f}" for task, values in r.get("lm_eval", {}).items()
+                           for metric, value in values.items())
+        lines.append(f"{r['id']:10s} {r['sparsity']:8.3f} {r['kl']:8.4f} {ppl}" + (f"  {scores}" if scores else ""))
     lines.append(f"{result['requests']} requests in {result['seconds']:.1f} s; results: {result['results']}")
     return "\n".join(lines)
 

@@ -4,7 +4,9 @@ measure, optionally save. No search and no true evaluation happen per request.""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -77,8 +79,9 @@ def save_pruned(model, tokenizer, directory: Path) -> None:
 
 
 def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibration, run, save: bool = False,
-          ppl: bool = True, progress: bool = True) -> list[dict]:
-    """Answer every request; results.jsonl in `run` gets one line per request (resumable: answered ids are kept)."""
+          ppl: bool = True, progress: bool = True, score: Callable[[Any], dict] | None = None) -> list[dict]:
+    """Answer every request; results.jsonl in `run` gets one line per request (resumable: answered ids are kept).
+    `score`: model -> more scores of each pruned model (lm-eval's), kept in its row as "lm_eval"."""
     from tqdm.auto import tqdm
 
     server.check_model(model)
@@ -94,7 +97,7 @@ def serve(model, tokenizer, server: Server, requests: list[dict], calib: Calibra
         strategy, pref = server.strategy(req)
         with ev.applied(strategy) as sparsity:
             t_apply = time.perf_counter() - t0
-            m = ev.measure_applied(ppl)
+            m = ev.measure_applied(ppl) | ({"lm_eval": score(model)} if score is not None else {})
             if save:
                 save_pruned(model, tokenizer, run.dir / req["id"])
         row = {"id": req["id"], "request": {k: v for k, v in req.items() if k != "id"}, "preference_used": pref, "strategy": strategy, "sparsity": sparsity, **m,
