@@ -35,12 +35,17 @@ def test_lmms_eval_finds_the_headwise_model_through_its_entry_point():
     ("pretrained=x,method=vhr,alpha=0", "alpha must be > 0"),
     ("pretrained=x,method=vhr,layers=[1,", "not a list like [1,2]"),
 ])
-def test_bad_model_args_are_refused_in_one_sentence_before_the_model_loads(args, message):
-    with pytest.raises(HeadwiseError) as err:
+def test_bad_model_args_are_refused_in_one_sentence_before_the_model_loads(args, message, capsys):
+    from lmms_eval.utils import simple_parse_args_string
+
+    with pytest.raises(SystemExit) as exit_:
         lmms.Headwise.create_from_arg_string(args, {"batch_size": 1})
-    assert message in str(err.value) and "\n" not in str(err.value)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    with pytest.raises(HeadwiseError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        lmms.Headwise(**simple_parse_args_string(args))  # from Python: the error itself
     if "valid:" in message:
-        valid = str(err.value).split("valid: ")[1]
+        valid = err.split("valid: ")[1]
         method = args.split("method=")[1].split(",")[0]
         from headwise.vhr.methods import METHODS
 
@@ -50,7 +55,15 @@ def test_bad_model_args_are_refused_in_one_sentence_before_the_model_loads(args,
 def test_an_automatic_batch_size_is_refused():
     # lmms-eval hands --batch_size to the model beside the model args
     with pytest.raises(HeadwiseError, match="batch_size=auto must be a whole number >= 1"):
-        lmms.Headwise.create_from_arg_string("pretrained=x", {"batch_size": "auto"})
+        lmms.Headwise(pretrained="x", batch_size="auto")
+
+
+def test_lmms_eval_command_line_ends_with_one_sentence_and_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lmms_eval", "eval", "--model", "headwise", "--model_args",
+                           "pretrained=x,method=beam", "--tasks", "mme"], capture_output=True, text=True, env=OFFLINE,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "error: unknown method=beam; choose one of greedy, vhr, vcd, pai." in proc.stderr
 
 
 def test_method_settings_come_from_model_args_by_field_name():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import Any
 
 import yaml
@@ -100,6 +101,16 @@ def cut(text: str, until: list[str]) -> str:
 
 class Headwise(lmms):
     """lmms-eval's view of a headwise model: `generate_until` through `headwise.vhr.generate`."""
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """What lmms-eval calls with `--model_args`. A bad argument ends the run with its one sentence and exit
+        status 2: lmms-eval's command line would print a traceback for any exception and exit 0."""
+        try:
+            return super().create_from_arg_string(arg_string, additional_config)
+        except HeadwiseError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def __init__(self, pretrained: str, method: str = "vhr", preset: str | None = None, dtype: str = "auto",
                  device: str | None = None, seed: int = 0, trust_remote_code: bool = False,
