@@ -83,9 +83,13 @@ def check_launch(grad_accum: int = 1) -> None:
             raise HeadwiseError("DeepSpeed was asked for but Accelerate set up "
                                 f"{state.distributed_type.value} instead (it runs DeepSpeed only on GPUs), so this "
                                 "would train without it; on CPU use `--use_fsdp --fsdp_version 2` or `--multi_gpu`.")
-        if grad_accum > 1:
-            raise HeadwiseError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
-                                "(gradient_accumulation_steps) and leave --grad-accum at 1.")
+        _refuse_deepspeed_accumulation(grad_accum)
+
+
+def _refuse_deepspeed_accumulation(grad_accum: int) -> None:
+    if grad_accum > 1:
+        raise HeadwiseError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
+                            "(gradient_accumulation_steps) and leave --grad-accum at 1.")
 
 
 def torch_fsdp2(acc) -> bool:
@@ -112,6 +116,7 @@ def shards_parameters(acc, grad_accum: int = 1) -> bool:
                                 "--fsdp_version 2 ...` (or set fsdp_version: 2 in the accelerate config).")
         return True
     if kind == DistributedType.DEEPSPEED:
+        _refuse_deepspeed_accumulation(grad_accum)
         return acc.state.deepspeed_plugin.zero_stage == 3
     return torch_fsdp2(acc)
 

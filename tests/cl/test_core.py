@@ -204,7 +204,7 @@ def test_teacher_shard_round_trip_keeps_causal_maps_and_topk_logits(tmp_path):
     assert size <= 2 * packed + (3 * 5 * 6 + 2 * 50 * 2) + 2048  # float16 maps + logits + header
 
 
-def test_which_set_ups_shard_the_weights():
+def test_which_set_ups_shard_the_weights(monkeypatch):
     from types import SimpleNamespace as NS
 
     from accelerate.utils import DistributedType as D
@@ -222,3 +222,7 @@ def test_which_set_ups_shard_the_weights():
     assert not shards_parameters(acc(D.DEEPSPEED, deepspeed_plugin=NS(zero_stage=2)))
     with pytest.raises(HeadwiseError, match="gradient_accumulation_steps"):
         shards_parameters(acc(D.DEEPSPEED, deepspeed_plugin=NS(zero_stage=3)), grad_accum=4)
+    # FSDP 2 asked for on CPU, where Accelerate gives DDP over gloo: headwise shards the weights itself.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert shards_parameters(acc(D.MULTI_CPU))

@@ -97,3 +97,19 @@ def test_a_run_steps_with_the_scheduled_learning_rate(tmp_path, trace_dir, tok):
     updates = 4  # 8 items a task, batch 2: 4 micro-steps an epoch, 2 epochs, accumulating 2
     for rates in per_task.values():
         assert rates == pytest.approx([1e-3 * lr_factor("cosine", i, updates) for i in range(updates)])
+
+
+def test_op_standard_error_from_the_item_scores(tmp_path, trace_dir, tok):
+    """SE(OP) = sqrt(sum_i s_i^2 / n_i) / T over the last row's per-item scores (sample variances)."""
+    from headwise.cl.metrics import op_standard_error
+
+    from test_trainer import run_cl
+
+    assert op_standard_error([[1, 0, 1, 0], [1, 1, 1, 1]]) == pytest.approx(math.sqrt((1 / 3) / 4) / 2)
+    assert op_standard_error([[1.0], [0.0, 1.0]]) is None
+    res = run_cl(tmp_path / "r", trace_dir, tok, method="seqft", epochs=1)
+    import json
+
+    items = json.loads((tmp_path / "r" / "state.json").read_text())["item_scores"]["after b"]
+    assert [sum(s) / len(s) for s in items] == pytest.approx(res["matrix"][-1])
+    assert res["op_se"] == pytest.approx(op_standard_error(items))

@@ -52,3 +52,17 @@ def summarize(matrix, base: Sequence[float] | None) -> dict:
            "bwt_conventions": {"bwt": "1/(T-1) over tasks 1..T-1", "bwt_paper": "1/T over tasks 1..T (SEEKR/TRACE)"}}
     out["fwt"] = forward_transfer(matrix, base) if base is not None else None
     return out
+
+
+def op_standard_error(item_scores: Sequence[Sequence[float]]) -> float | None:
+    """The standard error of OP from the per-item scores of the last row, one list per task:
+    `sqrt(sum_i s_i^2 / n_i) / T`, with s_i^2 the sample variance (n_i - 1) of task i's item scores (the test
+    items are a sample; the tasks' errors are independent). None when a task has fewer than 2 items."""
+    if not item_scores or any(len(s) < 2 for s in item_scores):
+        return None
+    total = 0.0
+    for scores in item_scores:
+        n = len(scores)
+        mean = sum(scores) / n
+        total += sum((x - mean) ** 2 for x in scores) / (n - 1) / n
+    return total ** 0.5 / len(item_scores)

@@ -148,7 +148,8 @@ def summary_text(result: dict, out: str | Path) -> str:
     for name, row in zip(names, result["matrix"]):
         lines.append(f"{name[:w]:>{w}}  " + " ".join(f"{x:>{w}.3f}" for x in row))
     if result.get("op") is not None:
-        lines.append(f"OP {result['op']:.4f}   BWT {result['bwt']:+.4f} (1/(T-1))   BWT {result['bwt_paper']:+.4f} "
+        se = f" (SE {result['op_se']:.4f} over the test items)" if result.get("op_se") is not None else ""
+        lines.append(f"OP {result['op']:.4f}{se}   BWT {result['bwt']:+.4f} (1/(T-1))   BWT {result['bwt_paper']:+.4f} "
                      f"(paper, 1/T)   FWT {result['fwt']:+.4f}")
     else:
         lines.append(f"incomplete: {len(result['matrix'])} of {len(names)} tasks learned")

@@ -27,7 +27,7 @@ from headwise.cl.data import Task, collate, encode, pad_id
 from headwise.cl.evaluate import score_task
 from headwise.cl.losslog import LossLog
 from headwise.cl.methods import METHODS
-from headwise.cl.metrics import summarize
+from headwise.cl.metrics import op_standard_error, summarize
 from headwise.cl.schedule import epoch_steps, init_seed, lr_factor, step_seed
 from headwise.cl.teacher import TeacherShard
 from headwise.errors import HeadwiseError
@@ -335,15 +335,18 @@ class Continual:
         row = None
         if self.computes:
             self.core.eval()
-            row, examples = [], {}
+            row, examples, items = [], {}, []
             for task in self.tasks:
                 score, records = score_task(self.core, self.tok, task, self.cfg.max_new_tokens, self.cfg.max_len,
                                             self.cfg.eval_batch_size, self.cfg.eval_max)
                 row.append(score)
                 examples[task.name] = records[:3]
+                items.append([r["score"] for r in records])
             if self.main:
                 self.log(f"{label}: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, row)))
                 self.state.setdefault("examples", {})[label] = examples
+                # Per-item scores: OP's standard error, and item-paired differences between runs.
+                self.state.setdefault("item_scores", {})[label] = items
         from accelerate.utils import broadcast_object_list
 
         return broadcast_object_list([row])[0]
@@ -357,6 +360,8 @@ class Continual:
                "complete": len(self.state["matrix"]) == len(names)}
         if out["complete"]:
             out |= summarize(self.state["matrix"], self.state["base"])
+            last = self.state.get("item_scores", {}).get(f"after {names[-1]}")
+            out["op_se"] = op_standard_error(last) if last else None  # None for runs made before 0.2
         else:
             out |= {"op": None, "bwt": None, "bwt_paper": None, "fwt": None}
         return out
