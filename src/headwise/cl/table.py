@@ -115,6 +115,8 @@ def table(out: str | Path, variants: list[Variant] | list[tuple], seeds: list[in
             row.setdefault(key, []).append(res[key])
         # Training time as the run recorded it, so a resumed table reports what the cells cost, not the resume.
         row.setdefault("train_seconds", []).append(sum(v.get("seconds", 0.0) for v in res["timing"].values()))
+        if res.get("op_se") is not None:  # OP's sampling error over the test items (runs since 0.2 record it)
+            row.setdefault("op_se", []).append(res["op_se"])
     summary = {name: {k: mean_std(v) for k, v in row.items()} for name, row in per.items()}
     paired = paired_differences(per, variants)
     # Wall time of this invocation (a resumed table counts only what was left to run).
@@ -196,11 +198,15 @@ def paired_differences(per: dict[str, dict[str, list[float]]], variants: list[Va
 
 
 def markdown(summary: dict, paired: dict | None = None) -> str:
-    head = ["method"] + [h for _, h in COLUMNS] + ["train s / run"]
+    se = any("op_se" in row for row in summary.values())
+    head = ["method"] + [h for _, h in COLUMNS] + ["train s / run"] + (["OP SE over test items"] if se else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in summary.items():
         cells = [f"{100 * row[k]['mean']:.1f} ± {100 * row[k]['std']:.1f}" for k, _ in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['train_seconds']['mean']:.0f} |")
+        cells.append(f"{row['train_seconds']['mean']:.0f}")
+        if se:
+            cells.append(f"{100 * row['op_se']['mean']:.2f}" if "op_se" in row else "n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if paired:
         lines += ["", "Paired per-seed differences (points, mean ± std over seeds):", "",
                   "| difference | OP | BWT 1/(T-1) |", "|---|---|---|"]
