@@ -111,11 +111,13 @@ def run(
 ) -> None:
     """Learn the tasks in order, evaluate after each, and write RUN_DIR/results.json (matrix, OP, BWT, FWT)."""
     from headwise.cl.run import cl_run, summary_text
+    from headwise.distributed import process_state
 
     bench, cfg, preset = configs(ctx, locals())
     result = cl_run(model, bench, cfg, out, dtype, device, trust_remote_code,
                     log=(lambda s: None) if as_json else typer.echo, preset=preset, save_model=save_model)
-    emit(result, as_json, summary_text(result, out))
+    if process_state().is_main_process:  # under accelerate launch, one summary, not one per process
+        emit(result, as_json, summary_text(result, out))
 
 
 @app.command()
