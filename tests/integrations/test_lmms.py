@@ -171,12 +171,24 @@ def test_lmms_eval_pope_and_chair_equal_headwise_on_a_tiny_vlm(tmp_path):
 def test_lmms_eval_runs_vhr_on_emoji_llava_as_headwise_does(emoji_llava, tmp_path):
     """The real testbed model: lmms-eval's POPE with method=vhr equals `headwise eval pope --model emoji-llava
     --method vhr` question by question, and its numbers equal headwise's scoring of its answers."""
-    tasks = write_tasks(tmp_path / "tasks", n=2)
+    from headwise.eval.vlm import PopeConfig
+    from headwise.models import load_model
+    from headwise.vhr.config import DecodeConfig, VHRConfig
+    from headwise.vhr.run import answer_pope, open_pope_run
+
+    tasks = write_tasks(tmp_path / "tasks", n=1)  # 6 questions: the real model is slow on CPU
     run = lmms_eval("pretrained=emoji-llava,method=vhr,alpha=2", "headwise_pope_random", Path(tasks["include_path"]),
                     tmp_path / "lmms")
     ours = check_same_scores(run, tasks, tmp_path)
-    own = headwise_pope("emoji-llava", tasks, tmp_path / "own", ["--method", "vhr", "--alpha", "2"])
-    same_answers(own, run)
-    assert {k: own["metrics"][k] for k in ("accuracy", "f1", "yes_ratio")} == \
-        {k: ours[k] for k in ("accuracy", "f1", "yes_ratio")}
+    # `headwise eval pope --model emoji-llava --method vhr --alpha 2`'s recipe, in this process
+    pope = PopeConfig(images=tasks["images"], questions=tasks["questions"]["random"])
+    decode = DecodeConfig(method="vhr", options=VHRConfig(alpha=2.0), max_new_tokens=8)
+    model, processor = load_model(str(emoji_llava), device="cpu")
+    summary = answer_pope(model, processor, pope, decode, open_pope_run(tmp_path / "own", "emoji-llava", "auto", pope,
+                                                                          decode))
+    answers = {json.loads(line)["key"]: json.loads(line)["text"]
+               for line in (tmp_path / "own" / "answers.rank0.jsonl").read_text().splitlines()}
+    same_answers({"answers": answers}, run)
+    assert {k: summary[k] for k in ("accuracy", "f1", "yes_ratio")} == {k: ours[k] for k in ("accuracy", "f1",
+                                                                                             "yes_ratio")}
     assert ours["unparsed"] < 0.5  # the testbed model answers the question (yes/no), not something else

@@ -102,5 +102,6 @@ def score(model, tokenizer, tasks: list[str], include_path: str | Path, limit: i
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     result = simple_evaluate(model=lm, tasks=list(tasks), task_manager=TaskManager(include_path=str(include_path)),
                              limit=limit, log_samples=False, bootstrap_iters=0)
-    return {task: {k: v for k, v in values.items() if "stderr" not in k and isinstance(v, (int, float))}
+    # lm-eval's "metric,filter" keys; its per-task "sample_len" and "alias" are not scores
+    return {task: {k: v for k, v in values.items() if "," in k and "stderr" not in k and isinstance(v, (int, float))}
             for task, values in result["results"].items()}
