@@ -53,24 +53,37 @@ def _accumulation(grad_accum: int):
     return GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
 
 
+def _int_env(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "1"))
+    except ValueError:
+        raise HeadwiseError(f"the environment variable {name} must be a whole number, got "
+                            f"{os.environ[name]!r}.") from None
+
+
 def _asked(name: str) -> bool:
     """Whether `accelerate launch` asked for a distributed engine (it says so in the environment)."""
     return os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() == "true"
 
 
-def check_launch(grad_accum: int = 1) -> None:
+def check_launch() -> None:
     """Refuse, with one sentence, a launch that would not run as asked: call it before writing anything.
 
     - several processes launched (WORLD_SIZE > 1) that Accelerate runs each alone would train one full copy each;
     - FSDP version 1 wraps modules, so the head hooks and generate() would bypass its parameter gathering;
     - DeepSpeed that Accelerate does not set up (it runs DeepSpeed only with an accelerator: on CPU its state
-      ignores ACCELERATE_USE_DEEPSPEED) would silently train as DDP;
-    - accumulation under DeepSpeed belongs in its config, where the engine counts micro-steps.
+      ignores ACCELERATE_USE_DEEPSPEED) would silently train as DDP.
+
+    Accumulation under DeepSpeed is not refused: Accelerate fills the DeepSpeed config's "auto"
+    gradient_accumulation_steps from --grad-accum, and where the config names its own, uses that (with a
+    warning); the trainer reads the count back from the Accelerator.
     """
     from accelerate.utils import DistributedType
 
     state = process_state()
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    # A launcher (torchrun, accelerate, deepspeed) sets LOCAL_RANK with WORLD_SIZE; WORLD_SIZE alone may be an
+    # orchestrator's, for a job this process is only a part of.
+    launched = _int_env("WORLD_SIZE") if "LOCAL_RANK" in os.environ else 1
     if launched > 1 and state.num_processes == 1:
         raise HeadwiseError(f"{launched} processes were launched but Accelerate runs this one alone (distributed type "
                             f"{state.distributed_type.value}), so each would train its own copy; launch with "
@@ -83,13 +96,6 @@ def check_launch(grad_accum: int = 1) -> None:
             raise HeadwiseError("DeepSpeed was asked for but Accelerate set up "
                                 f"{state.distributed_type.value} instead (it runs DeepSpeed only on GPUs), so this "
                                 "would train without it; on CPU use `--use_fsdp --fsdp_version 2` or `--multi_gpu`.")
-        _refuse_deepspeed_accumulation(grad_accum)
-
-
-def _refuse_deepspeed_accumulation(grad_accum: int) -> None:
-    if grad_accum > 1:
-        raise HeadwiseError("under DeepSpeed set gradient accumulation in the DeepSpeed config "
-                            "(gradient_accumulation_steps) and leave --grad-accum at 1.")
 
 
 def torch_fsdp2(acc) -> bool:
@@ -99,7 +105,7 @@ def torch_fsdp2(acc) -> bool:
     return _asked("FSDP") and acc.distributed_type == DistributedType.MULTI_CPU
 
 
-def shards_parameters(acc, grad_accum: int = 1) -> bool:
+def shards_parameters(acc) -> bool:
     """Whether each process holds only a shard of the weights; refuses set-ups a head-level trainer cannot follow.
 
     Under DDP every process holds the whole model, so passes that only produce files run on the main process
@@ -108,7 +114,7 @@ def shards_parameters(acc, grad_accum: int = 1) -> bool:
     """
     from accelerate.utils import DistributedType
 
-    check_launch(grad_accum)
+    check_launch()
     kind = acc.distributed_type
     if kind == DistributedType.FSDP:
         if getattr(acc.state.fsdp_plugin, "fsdp_version", 1) != 2:
@@ -116,21 +122,22 @@ def shards_parameters(acc, grad_accum: int = 1) -> bool:
                                 "--fsdp_version 2 ...` (or set fsdp_version: 2 in the accelerate config).")
         return True
     if kind == DistributedType.DEEPSPEED:
-        _refuse_deepspeed_accumulation(grad_accum)
         return acc.state.deepspeed_plugin.zero_stage == 3
     return torch_fsdp2(acc)
 
 
-def prepare(acc, model, layers, optimizer, grad_accum: int = 1):
+def prepare(acc, model, layers, optimizer, root=None):
     """(sharded, the model to train, the optimizer) for a training loop, through `acc`.
 
     `layers`: the model's decoder layers, each a unit of sharding; `optimizer`: builds the optimizer from a list
-    of parameters (after sharding, which replaces them). Accelerate prepares both, except where FSDP 2 was asked
-    for on CPU: there torch's `fully_shard` shards each layer and then the whole model over the gloo group (what
-    Accelerate's FSDP 2 does on GPUs), and only the optimizer goes through Accelerate, so that accumulation,
-    clipping and the optimizer's step still do.
+    of parameters (after sharding, which replaces them); `root`: the module whose calls gather the rest of the
+    weights (the transformers model under PEFT adapters, which the evaluation and teacher passes call directly;
+    default `model`). Accelerate prepares both, except where FSDP 2 was asked for on CPU: there torch's
+    `fully_shard` shards each layer and then the root over the gloo group (what Accelerate's FSDP 2 does on
+    GPUs), and only the optimizer goes through Accelerate, so that accumulation, clipping and the optimizer's
+    step still do.
     """
-    sharded = shards_parameters(acc, grad_accum)
+    sharded = shards_parameters(acc)
     if torch_fsdp2(acc):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -138,10 +145,17 @@ def prepare(acc, model, layers, optimizer, grad_accum: int = 1):
         mesh = init_device_mesh("cpu", (acc.num_processes,))
         for layer in layers:
             fully_shard(layer, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        fully_shard(model if root is None else root, mesh=mesh)
         return sharded, model, acc.prepare(optimizer([p for p in model.parameters() if p.requires_grad]))
     train_model, opt = acc.prepare(model, optimizer([p for p in model.parameters() if p.requires_grad]))
     return sharded, train_model, opt
+
+
+def gradient_sync(acc, root) -> None:
+    """Inside `Accelerator.accumulate`: where headwise sharded the model itself, reduce its gradients only on the
+    micro-steps where they sync (Accelerate's `no_sync` knows only its own wrappers), as DDP's no_sync does."""
+    if torch_fsdp2(acc):
+        root.set_requires_gradient_sync(acc.sync_gradients)
 
 
 def save_sharded(acc, model, opt, directory) -> None:

@@ -18,7 +18,7 @@ REFERENCE = {
     "lr": 1e-5,  # sh:68 --learning_rate 1e-5
     "lr_schedule": "constant",  # py:132 get_constant_schedule_with_warmup (sh:72's --lr_scheduler_type is unused)
     "warmup_steps": 0,  # sh:73 --num_warmup_steps 0
-    "epochs": 5,  # sh:21 epochs=5,... (10 only for NumGLUE-ds, a TRACE task)
+    "epochs": 5,  # sh:21 epochs=5,5,5,5,5,5,10,5 (TRACE order 1; sh:28 order 2 and sh:35,42 SuperNI differ)
     "batch_size": 16,  # sh:65 --per_device_train_batch_size 2 on sh:61's 8 GPUs, per micro-step
     "effective_batch": 128,  # sh:71 --gradient_accumulation_steps 8: 2 x 8 x 8 (py:407 train_batch_size)
     "betas": (0.9, 0.95),  # py:130 AdamW(..., betas=(0.9, 0.95))
@@ -32,7 +32,7 @@ REFERENCE = {
     "layer_budget": 0.75,  # sh:52 attn_layer_budget=24 of LLaMA-2-7B's 32 layers
     "head_budget": 0.125,  # sh:53 attn_head_budget=128 of its 32 x 32 = 1024 heads
     "query_budget": 0,  # sh:54 attn_query_budget=0: every query row
-    "logit_topk": 0,  # py:289 keeps the full logits of each replay sample
+    "logit_topk": 0,  # py:290 keeps the full logits of each replay sample
     "replay_cycle": None,  # py:74 --replay_cycle default 0: the automatic cycle
     "max_new_tokens": 512,  # infer:74 max_new_tokens=args.max_ans_len, sh:100 512
     "eval_batch_size": 16,  # sh:98 --inference_batch 16

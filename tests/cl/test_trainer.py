@@ -169,18 +169,20 @@ def test_lora_trains_only_adapters(tmp_path, trace_dir, tok):
     assert ck["weights"] and all("lora_" in n for n in ck["weights"])
 
 
-@pytest.mark.parametrize("mode", ["main-only", "all-ranks", "fsdp2"])
+@pytest.mark.parametrize("mode", ["main-only", "all-ranks", "fsdp2", "fsdp2-lora"])
 def test_two_processes_match_one(tmp_path, trace_dir, mode):
     """DDP over 2 CPU processes gives the single-process run; `all-ranks` is the path FSDP 2 and ZeRO-3 take
     (every process joins every pass, checkpoints through Accelerate), checked here under DDP; `fsdp2` is FSDP 2
-    for real: `accelerate launch --use_fsdp --fsdp_version 2` over gloo, each process holding half the weights."""
+    for real: `accelerate launch --use_fsdp --fsdp_version 2` over gloo, each process holding half the weights
+    (with LoRA adapters too, whose evaluation and teacher passes call the sharded transformers model directly)."""
     import subprocess
     import sys
     from pathlib import Path
 
     script = str(Path(__file__).with_name("tiny_run.py"))
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, script, str(trace_dir), str(tmp_path / "one")], capture_output=True,
+    lora = ["lora"] if mode.endswith("lora") else []
+    one = subprocess.run([sys.executable, script, str(trace_dir), str(tmp_path / "one"), *lora], capture_output=True,
                          text=True, timeout=300, env=env)
     assert one.returncode == 0, one.stderr
     import socket
@@ -188,11 +190,11 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
     with socket.socket() as sock:  # a free port: the default 29500 clashes with other launches on this machine
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    engine = ["--use_fsdp", "--fsdp_version", "2"] if mode == "fsdp2" else ["--multi_gpu"]
+    engine = ["--use_fsdp", "--fsdp_version", "2"] if mode.startswith("fsdp2") else ["--multi_gpu"]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(port)]
-    extra = ["all-ranks"] if mode == "all-ranks" else []
+    extra = (["all-ranks"] if mode == "all-ranks" else []) + lora
     two = subprocess.run([*launcher, script, str(trace_dir), str(tmp_path / "two"), *extra], capture_output=True,
                          text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -211,12 +213,12 @@ def test_two_processes_match_one(tmp_path, trace_dir, mode):
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a, b)
     held = [json.loads((tmp_path / "two" / f"params-{r}.json").read_text()) for r in (0, 1)]
-    if mode == "fsdp2":  # each process holds a shard, together the whole model
+    if mode.startswith("fsdp2"):  # each process holds a shard, together the whole model
         assert all(h["held"] < 0.6 * h["full"] for h in held) and sum(h["held"] for h in held) == held[0]["full"]
     else:
         assert all(h["held"] == h["full"] for h in held)
     w1 = torch.load(tmp_path / "one" / "checkpoint" / "ckpt.pt", weights_only=True)["weights"]
-    if mode == "fsdp2":
+    if mode.startswith("fsdp2"):
         from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
         ckpt = tmp_path / "two" / "checkpoint"

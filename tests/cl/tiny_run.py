@@ -1,5 +1,5 @@
-"""A tiny SEEKR run for the multi-process test: `python tiny_run.py TRACE_DIR OUT [all-ranks]` (or under
-accelerate launch). `all-ranks` makes every process run the teacher, importance and evaluation passes and
+"""A tiny SEEKR run for the multi-process test: `python tiny_run.py TRACE_DIR OUT [all-ranks] [lora]` (or under
+accelerate launch). `lora` trains LoRA adapters; `all-ranks` makes every process run the teacher, importance and evaluation passes and
 checkpoint through Accelerate, as they do when FSDP or DeepSpeed ZeRO-3 shard the weights. Each process writes
 OUT/params-RANK.json: how many weights it holds against the model's."""
 
@@ -21,12 +21,13 @@ from cl_helpers import TinyTokenizer  # noqa: E402
 torch.set_num_threads(1)
 state = process_state()
 # A buffer of 5 at batch 4: the second replay batch holds 1 item, so one of 2 processes gets none.
+flags = sys.argv[3:]
 cfg = CLConfig(batch_size=4, lr=1e-3, epochs=2, replay=5, max_new_tokens=2, layer_budget=1, head_budget=2,
-               query_budget=4, logit_topk=8, checkpoint_every=100, seed=3)
+               query_budget=4, logit_topk=8, checkpoint_every=100, seed=3, lora="lora" in flags)
 run = Run(sys.argv[2], "cl run", {}, cfg)
 # The one distributed path: the trainer builds its Accelerator (one process, or what `accelerate launch` set up).
 trainer = make_trainer(tiny_model("llama"), TinyTokenizer(), load_trace(sys.argv[1]), cfg, run, log=lambda s: None)
-trainer.sharded = trainer.sharded or (trainer.world > 1 and sys.argv[3:] == ["all-ranks"])
+trainer.sharded = trainer.sharded or (trainer.world > 1 and "all-ranks" in flags)
 trainer.fit()
 if state.is_main_process:
     (run.dir / "world.txt").write_text(str(state.num_processes))

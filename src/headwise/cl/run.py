@@ -108,7 +108,7 @@ def cl_run(model_name: str, bench: BenchmarkConfig, cfg: CLConfig, out: str | Pa
     from headwise.distributed import check_launch
     from headwise.models import load_model
 
-    check_launch(cfg.grad_accum)  # a launch that would not run as asked writes nothing
+    check_launch()  # a launch that would not run as asked writes nothing
     with tempfile.TemporaryDirectory() as scratch:
         tasks = checked_tasks(bench, [cfg], Path(scratch) / "data")
         model, tok = load_model(model_name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -53,12 +53,6 @@ class Continual:
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if config.batch_size % self.world:
             raise HeadwiseError(f"batch size {config.batch_size} does not split over {self.world} processes.")
-        # The reference states its batch per device (2) x devices (8) x accumulation (8) = 128; so is it logged here.
-        self.batch_plan = {"per_process": config.batch_size // self.world, "processes": self.world,
-                           "grad_accum": config.grad_accum, "effective": config.batch_size * config.grad_accum}
-        if self.main:
-            log("batch: {per_process} per process x {processes} processes x {grad_accum} accumulated = {effective} "
-                "sequences per optimizer step".format(**self.batch_plan))
         self.model = model
         if config.lora:
             from peft import LoraConfig
@@ -77,9 +71,22 @@ class Continual:
         self.pad = pad_id(tokenizer)
         check_sequence(config, tasks)
         self.method.check(self)
+        if self.main and not config.lora and any(p.dtype in (torch.float16, torch.bfloat16)
+                                                 for p in model.parameters() if p.requires_grad):
+            log("warning: full fine-tuning of half-precision weights: AdamW steps of lr 1e-5 mostly round away; load "
+                "with --dtype float32 and launch with --mixed_precision bf16 (the reference trained float32 master "
+                "weights under DeepSpeed's bf16).")
         self.sharded, self.train_model, self.opt = distributed.prepare(
             self.acc, self.model, self.layout.layers, lambda params: torch.optim.AdamW(
-                params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay), config.grad_accum)
+                params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay), root=self.core)
+        # The accumulation the Accelerator settled on (under DeepSpeed its config's, if it names one).
+        self.accum = self.acc.gradient_accumulation_steps
+        # The reference states its batch per device (2) x devices (8) x accumulation (8) = 128; so is it logged here.
+        self.batch_plan = {"per_process": config.batch_size // self.world, "processes": self.world,
+                           "grad_accum": self.accum, "effective": config.batch_size * self.accum}
+        if self.main:
+            log("batch: {per_process} per process x {processes} processes x {grad_accum} accumulated = {effective} "
+                "sequences per optimizer step".format(**self.batch_plan))
         # FSDP 2 swaps parameters for sharded ones; clip and checkpoint the ones that train.
         self.params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.state = run.read_json("state.json") or {"tasks": [t.name for t in tasks], "done": {}, "matrix": [],
@@ -249,11 +256,11 @@ class Continual:
                                 cfg.replay_cycle)
             plan += [(epoch, k, len(steps), *steps[k]) for k in range(len(steps))]
         first = next(n for n, p in enumerate(plan + [(epochs, 0)]) if (p[0], p[1]) >= (start["epoch"], start["step"]))
-        updates = -(-len(plan) // cfg.grad_accum)
+        updates = -(-len(plan) // self.accum)
         self.train_model.train()
         bar, bar_epoch = None, None
         todo = [(n, *p) for n, p in enumerate(plan)][first:]
-        for n, epoch, k, n_steps, kind, idx in distributed.micro_steps(todo, cfg.grad_accum):
+        for n, epoch, k, n_steps, kind, idx in distributed.micro_steps(todo, self.accum):
             if epoch != bar_epoch:  # one progress bar per epoch
                 if bar is not None:
                     bar.close()
@@ -270,13 +277,14 @@ class Continual:
             weight = len(mine) * self.world / len(idx)
             mine = mine or idx[:1]
             with self.acc.accumulate(self.train_model):
+                distributed.gradient_sync(self.acc, self.core)
                 if kind == "replay":
                     parts = self.method.replay_loss(self, [pool[i] for i in mine])
                 else:
                     parts = {"loss": self._task_loss([items[i] for i in mine])}
                 self.acc.backward(parts["loss"] * weight)  # divided by grad_accum by the Accelerator
                 grad_norm = self.acc.clip_grad_norm_(self.params, cfg.clip) if self.acc.sync_gradients else None
-                self._set_lr(lr_factor(cfg.lr_schedule, n // cfg.grad_accum, updates, cfg.warmup_steps))
+                self._set_lr(lr_factor(cfg.lr_schedule, n // self.accum, updates, cfg.warmup_steps))
                 self.opt.step()  # only where gradients sync, as zero_grad
                 self.opt.zero_grad(set_to_none=True)
             record = self._step_record(task.name, epoch, k, kind, parts, weight, grad_norm)
@@ -332,7 +340,7 @@ class Continual:
     # ---- evaluation ---------------------------------------------------------------------------------
 
     def _evaluate_row(self, label: str) -> list[float] | None:
-        row = None
+        row, items = None, None
         if self.computes:
             self.core.eval()
             row, examples, items = [], {}, []
@@ -345,11 +353,13 @@ class Continual:
             if self.main:
                 self.log(f"{label}: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, row)))
                 self.state.setdefault("examples", {})[label] = examples
-                # Per-item scores: OP's standard error, and item-paired differences between runs.
-                self.state.setdefault("item_scores", {})[label] = items
+
         from accelerate.utils import broadcast_object_list
 
-        return broadcast_object_list([row])[0]
+        row, items = broadcast_object_list([row, items])
+        # Per-item scores, on every process (results() reads them): OP's standard error, item-paired differences.
+        self.state.setdefault("item_scores", {})[label] = items
+        return row
 
     def results(self) -> dict:
         names = [t.name for t in self.tasks]

@@ -147,7 +147,7 @@ def table(
     from headwise.distributed import check_launch
 
     bench, base, preset = configs(ctx, {**locals(), "method": "seqft", "replay": 0.01, "seed": 0})
-    check_launch(base.grad_accum)
+    check_launch()
     check_model(model, trust_remote_code)  # before the table directory is made for a model that is not there
     variants = parse_variants(methods)
     with tempfile.TemporaryDirectory() as scratch:  # and settings that do not fit the tasks, like --replay-cycle
