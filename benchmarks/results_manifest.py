@@ -122,6 +122,13 @@ EXPERIMENTS = {
          "--batch-size 4 --max-len 112 --max-new-tokens 12 --eval-batch-size 16 --wiki-train 500 --wiki-test 50 "
          "--seed 0 --out runs/pilot-seekr", "headwise cl report runs/pilot-seekr"],
         "results.json", rebuild="loss parts: " + REPORT.format(UNPACK.format("seekr_pilot"), "seekr_pilot"))],
+    "seekr_paper_pilot": [exp(
+        "seekr_paper_pilot", ["*"],
+        ["headwise cl run --model smollm2 --method seqft --lr 1e-5 --epochs 5 --batch-size 8 --grad-accum 2 "
+         "--max-len 112 --max-new-tokens 12 --eval-batch-size 16 --wiki-train 64 --wiki-test 100 --tasks 3 --seed 0 "
+         "--out runs/seekr-paper-pilot"],
+        "results.json", rebuild="loss parts: " + REPORT.format(UNPACK.format("seekr_paper_pilot"),
+                                                               "seekr_paper_pilot"))],
     "unicuco_bench_gemma3-270m_parts": [exp(
         "unicuco_bench_gemma3-270m_parts", ["*"],
         ["OMP_NUM_THREADS=1 python benchmarks/unicuco_requests.py --model gemma3-270m --windows 4 --requests 64 "
