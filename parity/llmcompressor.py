@@ -1,6 +1,7 @@
 """Parity of llmcompressor's WandaPruningModifier and SparseGPTModifier (PyPI) with locuslab/wanda and headwise.
 
-    .venv/bin/python parity/llmcompressor.py    # regenerate parity/goldens/llmcompressor.json (after parity/wanda.py)
+    .venv/bin/python parity/llmcompressor.py [RUN ...]   # parity/goldens/llmcompressor.json; RUN: wanda-50,
+                                                         # sparsegpt-50, wanda-2:4, sparsegpt-2:4 (default: all)
 
 Same model, same calibration tokens (parity/inputs/wanda_tokens.safetensors) and same held-out perplexity as
 parity/wanda.py, at 50% unstructured and at 2:4. Each run is compared with locuslab/wanda's run of the same
@@ -44,7 +45,11 @@ def main() -> None:
     sizes = {k: w.numel() for k, w in dense.items()}
     outputs: dict = {"runs": {}}
     adaptations: list[str] = []
-    for key, (method, *_) in wanda.RUNS.items():
+    keys = sys.argv[1:] or list(wanda.RUNS)
+    if unknown := set(keys) - set(wanda.RUNS):
+        raise SystemExit(f"parity: unknown run {sorted(unknown)[0]!r}; use some of {', '.join(wanda.RUNS)}.")
+    for key in keys:
+        method = wanda.RUNS[key][0]
         got, out = wanda.cached_run(py, "llmcompressor_oneshot", key, REQUIREMENTS, {"model_dir": str(smollm2_dir())})
         adaptations = got["adaptations"]
         ours = load_file(str(out))

@@ -43,8 +43,8 @@ NAME = "wanda"
 SCRIPT = "wanda.py"
 SAMPLE_ROWS = 8
 # (method, sparsity, prune_n, prune_m), as main.py's --prune_method, --sparsity_ratio, --sparsity_type.
-RUNS = {"wanda-50": ("wanda", 0.5, 0, 0), "wanda-2:4": ("wanda", 0.5, 2, 4),
-        "sparsegpt-50": ("sparsegpt", 0.5, 0, 0), "sparsegpt-2:4": ("sparsegpt", 0.5, 2, 4)}
+RUNS = {"wanda-50": ("wanda", 0.5, 0, 0), "sparsegpt-50": ("sparsegpt", 0.5, 0, 0),
+        "wanda-2:4": ("wanda", 0.5, 2, 4), "sparsegpt-2:4": ("sparsegpt", 0.5, 2, 4)}
 LINES = {"wanda": "lib/prune.py:127-210 (prune_wanda), lib/layerwrapper.py:27-35 (WrappedGPT.add_batch)",
          "sparsegpt": "lib/prune.py:213-301 (prune_sparsegpt), lib/sparsegpt.py:40-116 (SparseGPT.fasterprune)"}
 
@@ -110,8 +110,8 @@ def pack(mask: torch.Tensor) -> bytes:
 def mask_summary(weights: dict[str, torch.Tensor]) -> dict:
     """Per linear: zeros and the sha256 of the packed mask; all sampled rows' packed masks, gzipped, base64."""
     layers, sample = {}, []
-    for key, w in weights.items():
-        mask = w == 0
+    for key in sorted(weights):  # one order for packing and unpacking, whatever order the weights come in
+        mask = weights[key] == 0
         layers[key] = {"zeros": int(mask.sum()), "sha256": hashlib.sha256(pack(mask)).hexdigest()}
         sample.append(pack(mask[sample_rows(key, mask.shape[0])]))
     return {"layers": layers, "sample": base64.b64encode(gzip.compress(b"".join(sample), mtime=0)).decode()}
@@ -122,7 +122,8 @@ def sampled_masks(summary_or_weights, shapes: dict[str, tuple[int, int]]) -> dic
     if isinstance(summary_or_weights, dict) and "sample" in summary_or_weights:
         raw = np.frombuffer(gzip.decompress(base64.b64decode(summary_or_weights["sample"])), dtype=np.uint8)
         out, at = {}, 0
-        for key, (rows, cols) in shapes.items():
+        for key in sorted(shapes):
+            rows, cols = shapes[key]
             n = len(sample_rows(key, rows)) * cols
             nbytes = (n + 7) // 8
             bits = np.unpackbits(raw[at:at + nbytes])[:n]

@@ -2,7 +2,7 @@
 compression request (a size/quality preference or a target sparsity) to a per-block pruning strategy.
 
 Modules: `calibration` (cached statistics), `wanda`, `sparsegpt` (both on `unstructured`) and `depth`
-(apply/restore strategies), `objectives` (size, KL, Tchebycheff, Evaluator, the pruner factory), `gp`,
+(apply/restore strategies), `sequential` (statistics on the pruned blocks' outputs, locuslab/wanda's order), `objectives` (size, KL, Tchebycheff, Evaluator, the pruner factory), `gp`,
 `stratnet`, `fit` (the training loop), `strategy` (requests, bisection, projection), `serve`, `baselines`
 (uniform, OWL, per-request evolutionary search), `plots`.
 """

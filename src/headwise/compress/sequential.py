@@ -102,8 +102,9 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
             if hessians is not None:
                 hessians[b].update(recorder.hessians()[0])
             pruner.apply(ratios[:b + 1] + [0.0] * (len(linears) - b - 1))
-            if b + 1 < len(linears):
-                hidden = _run_block(layer, hidden, calls[b])
+            if not any(ratios[b + 1:]):
+                break  # the blocks after this one stay dense: their inputs are not needed
+            hidden = _run_block(layer, hidden, calls[b])
     except BaseException:
         pruner.restore()  # a half-pruned model must not outlive the error
         raise
