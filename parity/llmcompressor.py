@@ -57,9 +57,12 @@ def main() -> None:
         ref = load_file(str(ref_path))
         wanda.set_weights(model, ours)
         row = {"seconds": round(got["seconds"], 2), "ppl": wanda.ppl(model, ppl_ids), **wanda.mask_summary(ours)}
+        wanda.set_weights(model, ref)
+        locuslab_ppl = wanda.ppl(model, ppl_ids)
         wanda.set_weights(model, dense)
         overall, per = wanda.agreement({k: w == 0 for k, w in ours.items()}, {k: w == 0 for k, w in ref.items()})
-        row["vs_locuslab"] = {"agreement": overall, "agreement_per_block": wanda.per_block(per, sizes)}
+        row["vs_locuslab"] = {"agreement": overall, "agreement_per_block": wanda.per_block(per, sizes),
+                              "locuslab_ppl": locuslab_ppl}
         if method == "sparsegpt":
             diff, per_diff = wanda.rel_diff(ours, ref)
             row["vs_locuslab"].update(rel_weight_diff=diff, rel_weight_diff_per_block=wanda.per_block(per_diff, sizes))
