@@ -73,9 +73,9 @@ class Continual:
         self.method.check(self)
         if self.main and not config.lora and any(p.dtype in (torch.float16, torch.bfloat16)
                                                  for p in model.parameters() if p.requires_grad):
-            log("warning: full fine-tuning of half-precision weights: AdamW steps of lr 1e-5 mostly round away; load "
-                "with --dtype float32 and launch with --mixed_precision bf16 (the reference trained float32 master "
-                "weights under DeepSpeed's bf16).")
+            log(f"warning: full fine-tuning of half-precision weights: AdamW steps at lr {config.lr:g} mostly round "
+                "away in them; load with --dtype float32 and launch with --mixed_precision bf16 (the reference "
+                "trained float32 master weights under DeepSpeed's bf16).")
         self.sharded, self.train_model, self.opt = distributed.prepare(
             self.acc, self.model, self.layout.layers, lambda params: torch.optim.AdamW(
                 params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay), root=self.core)
