@@ -113,3 +113,19 @@ def test_op_standard_error_from_the_item_scores(tmp_path, trace_dir, tok):
     items = json.loads((tmp_path / "r" / "state.json").read_text())["item_scores"]["after b"]
     assert [sum(s) / len(s) for s in items] == pytest.approx(res["matrix"][-1])
     assert res["op_se"] == pytest.approx(op_standard_error(items))
+
+
+def test_full_fine_tuning_of_half_precision_weights_warns(tmp_path, trace_dir, tok):
+    """The reference trained float32 master weights under DeepSpeed's bf16; pure bf16 AdamW at lr 1e-5 loses most
+    updates to rounding, so a run on half-precision weights says so."""
+    from headwise.cl.data import load_trace
+    from headwise.cl.trainer import Continual
+    from headwise.runs import Run
+    from headwise.testing import tiny_model
+
+    for dtype, warned in ((torch.bfloat16, True), (torch.float32, False)):
+        said = []
+        cfg = CLConfig(batch_size=2)
+        Continual(tiny_model("llama").to(dtype), tok, load_trace(trace_dir), cfg,
+                  Run(tmp_path / str(dtype), "cl run", {}, cfg), log=said.append, progress=False)
+        assert any("full fine-tuning of half-precision weights: AdamW steps at lr 1e-05" in s for s in said) == warned
