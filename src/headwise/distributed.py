@@ -53,6 +53,11 @@ def _accumulation(grad_accum: int):
     return GradientAccumulationPlugin(num_steps=grad_accum, sync_with_dataloader=True)
 
 
+# FSDP 1 wraps modules, so the head hooks and generate() would bypass its parameter gathering.
+FSDP1 = ("headwise needs FSDP version 2; launch with `accelerate launch --use_fsdp --fsdp_version 2 ...` (or set "
+         "fsdp_version: 2 in the accelerate config).")
+
+
 def _int_env(name: str) -> int:
     try:
         return int(os.environ.get(name, "1"))
@@ -89,8 +94,7 @@ def check_launch() -> None:
                             f"{state.distributed_type.value}), so each would train its own copy; launch with "
                             "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or one process.")
     if _asked("FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
-        raise HeadwiseError("headwise needs FSDP version 2; launch with `accelerate launch --use_fsdp "
-                            "--fsdp_version 2 ...` (or set fsdp_version: 2 in the accelerate config).")
+        raise HeadwiseError(FSDP1)
     if _asked("DEEPSPEED"):
         if state.distributed_type != DistributedType.DEEPSPEED:
             raise HeadwiseError("DeepSpeed was asked for but Accelerate set up "
@@ -118,8 +122,7 @@ def shards_parameters(acc) -> bool:
     kind = acc.distributed_type
     if kind == DistributedType.FSDP:
         if getattr(acc.state.fsdp_plugin, "fsdp_version", 1) != 2:
-            raise HeadwiseError("headwise needs FSDP version 2; launch with `accelerate launch --use_fsdp "
-                                "--fsdp_version 2 ...` (or set fsdp_version: 2 in the accelerate config).")
+            raise HeadwiseError(FSDP1)
         return True
     if kind == DistributedType.DEEPSPEED:
         return acc.state.deepspeed_plugin.zero_stage == 3
@@ -146,9 +149,10 @@ def prepare(acc, model, layers, optimizer, root=None):
         for layer in layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(model if root is None else root, mesh=mesh)
-        return sharded, model, acc.prepare(optimizer([p for p in model.parameters() if p.requires_grad]))
-    train_model, opt = acc.prepare(model, optimizer([p for p in model.parameters() if p.requires_grad]))
-    return sharded, train_model, opt
+    opt = optimizer([p for p in model.parameters() if p.requires_grad])
+    if torch_fsdp2(acc):
+        return sharded, model, acc.prepare(opt)
+    return sharded, *acc.prepare(model, opt)
 
 
 def gradient_sync(acc, root) -> None:

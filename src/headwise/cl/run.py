@@ -149,8 +149,8 @@ def summary_text(result: dict, out: str | Path) -> str:
         lines.append(f"{name[:w]:>{w}}  " + " ".join(f"{x:>{w}.3f}" for x in row))
     if result.get("op") is not None:
         se = f" (SE {result['op_se']:.4f} over the test items)" if result.get("op_se") is not None else ""
-        lines.append(f"OP {result['op']:.4f}{se}   BWT {result['bwt']:+.4f} (1/(T-1))   BWT {result['bwt_paper']:+.4f} "
-                     f"(paper, 1/T)   FWT {result['fwt']:+.4f}")
+        lines.append(f"OP {result['op']:.4f}{se}   BWT {result['bwt']:+.4f} (1/(T-1))   "
+                     f"BWT {result['bwt_paper']:+.4f} (paper, 1/T)   FWT {result['fwt']:+.4f}")
     else:
         lines.append(f"incomplete: {len(result['matrix'])} of {len(names)} tasks learned")
     lines.append(f"results: {Path(out) / 'results.json'}")
