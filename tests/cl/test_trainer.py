@@ -358,3 +358,47 @@ def test_lora_initialisation_follows_the_run_seed_not_the_process(tmp_path, trac
     a, b, c = lora_a(3, 1, "a"), lora_a(3, 2, "b"), lora_a(4, 1, "c")
     assert a and all(torch.equal(a[n], b[n]) for n in a)
     assert not all(torch.equal(a[n], c[n]) for n in a)
+
+
+def test_cells_sharing_a_base_cache_evaluate_the_untrained_model_once(tmp_path, trace_dir, tok, monkeypatch):
+    import headwise.cl.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.score_task
+
+    def counting(*args, **kwargs):
+        calls.append(args[2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "score_task", counting)
+    tasks = load_trace(trace_dir)
+
+    def cell(name, **kw):
+        cfg = CLConfig(**{**FAST, "method": "seqft", "epochs": 1, **kw})
+        run = Run(tmp_path / name, "cl run", cfg.to_dict())
+        return Continual(tiny_model("llama"), tok, tasks, cfg, run, log=lambda s: None,
+                         base_cache=tmp_path / "base-rows").fit()
+
+    first = cell("a")
+    assert len(calls) == 2 * (1 + len(tasks))  # the base row, then one row per learned task
+    calls.clear()
+    second = cell("b", seed=4, method="replay")  # seed and method do not enter the untrained model's row
+    assert len(calls) == 2 * len(tasks)
+    assert second["base"] == first["base"]
+    state = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert state["item_scores"]["base"] == json.loads((tmp_path / "a" / "state.json").read_text())["item_scores"]["base"]
+    calls.clear()
+    cell("c", max_new_tokens=1)  # another decoding budget is another row
+    assert len(calls) == 2 * (1 + len(tasks))
+    assert len(list((tmp_path / "base-rows").glob("*.json"))) == 2
+
+
+def test_a_resumed_cell_shares_the_base_row_it_already_has(tmp_path, trace_dir, tok):
+    tasks = load_trace(trace_dir)
+    cfg = CLConfig(**{**FAST, "method": "seqft", "epochs": 1})
+    run = Run(tmp_path / "a", "cl run", cfg.to_dict())
+    first = Continual(tiny_model("llama"), tok, tasks, cfg, run, log=lambda s: None).fit()  # no cache yet
+    again = Continual(tiny_model("llama"), tok, tasks, cfg, Run(tmp_path / "a", "cl run", cfg.to_dict()),
+                      log=lambda s: None, base_cache=tmp_path / "base-rows").fit()
+    (stored,) = (tmp_path / "base-rows").glob("*.json")
+    assert json.loads(stored.read_text())["row"] == first["base"] == again["base"]

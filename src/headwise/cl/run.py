@@ -47,10 +47,12 @@ def open_run(out: str | Path, model_name: str, dtype: str, bench: BenchmarkConfi
 
 
 def run_cl(model, tokenizer, tasks: list, cfg: CLConfig, run: Run, log: Callable[[str], None] = print,
-           progress: bool = True, accelerator=None, save_model: str | Path | None = None) -> dict:
+           progress: bool = True, accelerator=None, save_model: str | Path | None = None,
+           base_cache: str | Path | None = None) -> dict:
     """The `cl run` recipe: learn the tasks in order, evaluating after each; resumes a killed run. With
-    `save_model`, the final model is written there as a transformers folder (`save_trained`)."""
-    fitting = trainer(model, tokenizer, tasks, cfg, run, log, progress, accelerator)
+    `save_model`, the final model is written there as a transformers folder (`save_trained`); with `base_cache`,
+    the untrained model's row is shared through that folder (`headwise.cl.shared_base`)."""
+    fitting = trainer(model, tokenizer, tasks, cfg, run, log, progress, accelerator, base_cache)
     if save_model is not None and cfg.lora and fitting.sharded:
         raise HeadwiseError("--save-model merges LoRA adapters into the weights, which sharded weights (FSDP, "
                             "ZeRO-3) do not allow; train on one process or without --lora to save the model.")
@@ -79,11 +81,12 @@ def save_trained(fitting, directory: str | Path) -> Path:
 
 
 def trainer(model, tokenizer, tasks: list, cfg: CLConfig, run: Run, log: Callable[[str], None] = print,
-            progress: bool = True, accelerator=None):
+            progress: bool = True, accelerator=None, base_cache: str | Path | None = None):
     """The `Continual` trainer `run_cl` fits (for benchmarks that time its parts)."""
     from headwise.cl.trainer import Continual
 
-    return Continual(model, tokenizer, tasks, cfg, run, accelerator=accelerator, log=log, progress=progress)
+    return Continual(model, tokenizer, tasks, cfg, run, accelerator=accelerator, log=log, progress=progress,
+                     base_cache=base_cache)
 
 
 def full_state(acc, model) -> dict:
@@ -98,7 +101,8 @@ def full_state(acc, model) -> dict:
 
 def cl_run(model_name: str, bench: BenchmarkConfig, cfg: CLConfig, out: str | Path, dtype: str = "auto",
            device: str | None = None, trust_remote_code: bool = False, log: Callable[[str], None] = print,
-           progress: bool = True, preset: str | None = None, save_model: str | Path | None = None) -> dict:
+           progress: bool = True, preset: str | None = None, save_model: str | Path | None = None,
+           base_cache: str | Path | None = None) -> dict:
     """Check the tasks, load the model, open the run and run it: `cl run` end to end (a `cl table` cell, the demo).
     With `save_model`, the final model is written there as a transformers folder (`save_trained`).
 
@@ -115,7 +119,7 @@ def cl_run(model_name: str, bench: BenchmarkConfig, cfg: CLConfig, out: str | Pa
         run = open_run(out, model_name, dtype, bench, cfg, preset)
         if bench.benchmark == "wiki" and not (run.dir / "data").exists():
             shutil.copytree(Path(scratch) / "data", run.dir / "data", dirs_exist_ok=True)  # processes may race
-    return run_cl(model, tok, tasks, cfg, run, log, progress, save_model=save_model)
+    return run_cl(model, tok, tasks, cfg, run, log, progress, save_model=save_model, base_cache=base_cache)
 
 
 def report(run_dir: str | Path) -> dict:
@@ -160,9 +164,10 @@ def summary_text(result: dict, out: str | Path) -> str:
 def table_cell(model_name: str, bench: BenchmarkConfig, dtype: str, device: str | None, trust_remote_code: bool,
                verbose: bool, run_dir: Path, config: CLConfig) -> dict:
     """One cell of `cl table`: an ordinary `cl run`, quiet when several run at once. A plain function with its
-    arguments bound by functools.partial, so that --jobs can hand it to worker processes."""
+    arguments bound by functools.partial, so that --jobs can hand it to worker processes. The cells of a table
+    share the untrained model's row through OUT/base-rows (`headwise.cl.shared_base`)."""
     return cl_run(model_name, bench, config, run_dir, dtype, device, trust_remote_code,
-                  log=print if verbose else _quiet, progress=verbose)
+                  log=print if verbose else _quiet, progress=verbose, base_cache=Path(run_dir).parent / "base-rows")
 
 
 def _quiet(_: str) -> None:

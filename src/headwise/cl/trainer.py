@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from headwise import distributed
 from headwise.cl import buffer as replay_buffer
+from headwise.cl import shared_base
 from headwise.cl.config import CLConfig, check_sequence
 from headwise.cl.data import Task, collate, encode, pad_id
 from headwise.cl.evaluate import score_task
@@ -43,11 +44,13 @@ class Continual:
     """
 
     def __init__(self, model, tokenizer, tasks: list[Task], config: CLConfig, run: Run,
-                 accelerator=None, log: Callable[[str], None] = print, progress: bool = True):
+                 accelerator=None, log: Callable[[str], None] = print, progress: bool = True,
+                 base_cache: str | Path | None = None):
         if not tasks:
             raise HeadwiseError("the benchmark has no tasks.")
         self.cfg, self.run, self.tasks, self.tok, self.log = config, run, tasks, tokenizer, log
         self.progress = progress
+        self.base_cache = Path(base_cache) if base_cache is not None else None
         self.method = METHODS[config.method]()
         self.acc = accelerator or distributed.accelerator(config.grad_accum)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
@@ -190,8 +193,10 @@ class Continual:
         """Run (or resume) the whole sequence; returns the results dict written to results.json."""
         progress = self._load_checkpoint() or {"task": 0, "epoch": 0, "step": 0}
         if self.state["base"] is None:
-            self.state["base"] = self._evaluate_row("base")
+            self.state["base"] = self._base_row()
             self._save_state()
+        elif self.main and "base" in self.state.get("item_scores", {}) and self._base_path() is not None:
+            shared_base.store(self._base_path(), self._base_record())
         for t in range(progress["task"], len(self.tasks)):
             task = self.tasks[t]
             done = self.state["done"].setdefault(task.name, [])
@@ -338,6 +343,36 @@ class Continual:
         return self.train_model(**b, use_cache=False).loss
 
     # ---- evaluation ---------------------------------------------------------------------------------
+
+    def _base_path(self) -> Path | None:
+        # One process only: a sharded evaluation is a collective, which a lock held by one process would split.
+        if self.base_cache is None or self.world > 1:
+            return None
+        return self.base_cache / f"{shared_base.base_key(self.core, self.tok, self.tasks, self.cfg)}.json"
+
+    def _base_record(self) -> dict:
+        return {"row": self.state["base"], "items": self.state["item_scores"]["base"],
+                "examples": self.state.get("examples", {}).get("base", {})}
+
+    def _base_row(self) -> list[float]:
+        """The untrained model's row: evaluated, or read from the table's shared rows (`headwise.cl.shared_base`)."""
+        path = self._base_path()
+        if path is None:
+            return self._evaluate_row("base")
+        computed = []
+
+        def compute() -> dict:
+            computed.append(True)
+            self.state["base"] = self._evaluate_row("base")
+            return self._base_record()
+
+        record = shared_base.shared_row(path, compute)
+        self.state.setdefault("item_scores", {})["base"] = record["items"]
+        self.state.setdefault("examples", {})["base"] = record["examples"]
+        if not computed:
+            self.log("base: " + "  ".join(f"{t.name} {s:.3f}" for t, s in zip(self.tasks, record["row"]))
+                     + f" (the table's shared row, {path.name})")
+        return record["row"]
 
     def _evaluate_row(self, label: str) -> list[float] | None:
         row, items = None, None
