@@ -108,12 +108,14 @@ def test_the_real_configs_validate_and_upgrade_what_the_release_recorded():
     from headwise.vhr.config import DecodeConfig, VCDConfig, VHRConfig
 
     # What 0.1.0 recorded: `alpha`, `faithful`, and under --faithful the three fields it rewrote.
-    new_fields = ("kd_positions", "sensitivity_entries", "short_queries", "buffer_sizes", "auto_cycle")
+    new_fields = ("kd_positions", "sensitivity_entries", "short_queries", "buffer_sizes", "auto_cycle",
+                  "importance_padding")
     old = {k: v for k, v in CLConfig().to_dict().items() if k not in new_fields}
     old["alpha"] = old.pop("kd_weight")
     assert CLConfig.from_dict({**old, "alpha": 0.3, "faithful": False}) == CLConfig(kd_weight=0.3)
     faithful = {**old, "faithful": True, "replay_sampling": "first", "query_budget": 0, "logit_topk": 0}
-    assert CLConfig.from_dict(faithful) == CLConfig.resolve("faithful")
+    # importance_padding came after them: those runs scored importance unpadded, and resume so.
+    assert CLConfig.from_dict(faithful) == CLConfig.resolve("faithful", {"importance_padding": "none"})
     assert CalibConfig.resolve("faithful").rounding == "floor" and CalibConfig().rounding == "nearest"
     assert VHRConfig.resolve("no-outlier-rule") == VHRConfig(outlier_rule=False)
     assert VHRConfig.resolve("paper") == VHRConfig()  # the paper's setting is the default

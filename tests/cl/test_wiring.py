@@ -34,11 +34,11 @@ def test_importance_accumulates_normalised_sensitivity_times_forgettability(tmp_
     real = methods_module.sensitivity_and_maps
     current = {}
 
-    def sensitivity(model, ids, labels, rows, masked):
-        _, maps, logits = real(model, ids, labels, rows, masked)
+    def sensitivity(model, ids, labels, rows, masked, **padding):
+        _, maps, logits = real(model, ids, labels, rows, masked, **padding)
         return torch.tensor(S[current["task"]], dtype=torch.float32), maps, logits
 
-    def forget(before, after):
+    def forget(before, after, **padding):
         return torch.tensor(FORGET[current["task"]])
 
     monkeypatch.setattr(methods_module, "sensitivity_and_maps", sensitivity)

@@ -17,7 +17,7 @@ from headwise.errors import HeadwiseError
 # The original code's choice for each setting that defaults to a fix of it (docs/seekr.md#faithful-mode).
 FAITHFUL = {"replay_sampling": "first", "query_budget": 0, "logit_topk": 0, "kd_positions": "own-label",
             "sensitivity_entries": "all", "short_queries": "resample", "buffer_sizes": "truncate",
-            "auto_cycle": "truncate"}
+            "auto_cycle": "truncate", "importance_padding": "buffer"}
 # jinghan1he/SEEKR @ 22fe447, scripts/exp_seq_seekr.sh and training/seekr.py: the line of each value is listed
 # in docs/seekr.md#the-papers-regime (tests/cl/test_paper_preset.py pins them).
 PAPER = {"lora": False, "lr": 1e-5, "lr_schedule": "constant", "warmup_steps": 0, "epochs": 5,
@@ -28,7 +28,8 @@ PAPER = {"lora": False, "lr": 1e-5, "lr_schedule": "constant", "warmup_steps": 0
 LR_SCHEDULES = ("constant", "cosine")
 RULES = {"replay_sampling": ("random", "first"), "kd_positions": ("shifted", "own-label"),
          "sensitivity_entries": ("valid", "all"), "short_queries": ("all-rows", "resample"),
-         "buffer_sizes": ("at-least-one", "truncate"), "auto_cycle": ("at-least-one", "truncate")}
+         "buffer_sizes": ("at-least-one", "truncate"), "auto_cycle": ("at-least-one", "truncate"),
+         "importance_padding": ("none", "buffer")}
 
 
 def check_method(name: str) -> str:
@@ -84,6 +85,8 @@ class CLConfig(Settings):
     short_queries: str = "all-rows"  # "resample": draw query_budget rows with replacement, as the original
     buffer_sizes: str = "at-least-one"  # "truncate": int(r N), as the original (buffer.buffer_size)
     auto_cycle: str = "at-least-one"  # "truncate": a cycle of 0 turns replay off, as the original
+    # "buffer": S and F of each sample on the buffer padded to its longest sample, as the original (importance.py)
+    importance_padding: str = "none"
 
     PRESETS = {"faithful": FAITHFUL, "paper": PAPER, "paper-faithful": {**PAPER, **FAITHFUL}}
 
@@ -138,12 +141,13 @@ class CLConfig(Settings):
     @classmethod
     def upgrade(cls, record: dict[str, Any]) -> dict[str, Any]:
         """Releases up to 0.1.0 named the logit-distillation weight `alpha` (now `kd_weight`, so that --alpha means
-        VHR's scale alone) and recorded `faithful: true` for what the `faithful` preset's fields say now."""
+        VHR's scale alone) and recorded `faithful: true` for what the `faithful` preset's fields say now, but for
+        importance_padding, which came later: those runs scored their importance unpadded, and resume so."""
         record = dict(record)
         if "alpha" in record and "kd_weight" not in record:
             record["kd_weight"] = record.pop("alpha")
         if record.pop("faithful", False):
-            record = {**FAITHFUL, **record}
+            record = {**FAITHFUL, "importance_padding": "none", **record}
         return record
 
     def epochs_for(self, task_index: int, num_tasks: int) -> int:

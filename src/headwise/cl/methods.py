@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import torch
 
-from headwise.cl.importance import (capture_all_maps, forgettability, normalize_layers, query_rows, select_heads,
-                                    sensitivity_and_maps)
+from headwise.cl.importance import (buffer_length, capture_all_maps, forgettability, normalize_layers, query_rows,
+                                    select_heads, sensitivity_and_maps)
 from headwise.cl.losses import attention_kl, kd_positions, logit_kd
 from headwise.cl.teacher import topk_logprobs, write_shard
 from headwise.heads import attention_maps
@@ -162,13 +162,18 @@ class Seekr(DerPP):
         sens = torch.zeros(lay.num_layers, lay.num_heads)
         forget = torch.zeros_like(sens)
         logits, t0 = [], time.perf_counter()
+        # The original scores each sample as a row of the whole buffer padded to its longest (importance_padding).
+        padded = (buffer_length(len(trainer.encoded(task, i)[0]) for i in items)
+                  if cfg.importance_padding == "buffer" else None)
         for k, i in enumerate(items):
             ids, labels = trainer.encoded(task, i)
             pos = kd_positions(torch.tensor([labels]), cfg.kd_positions == "shifted")[0]
-            s, after, lg = sensitivity_and_maps(trainer.core, ids, labels, queries[k], cfg.sensitivity_entries == "valid")
+            s, after, lg = sensitivity_and_maps(trainer.core, ids, labels, queries[k],
+                                                cfg.sensitivity_entries == "valid", padded=padded, pad_id=trainer.pad)
             if trainer.main:
                 sens += s / len(items)
-                forget += forgettability(torch.load(work / f"before{k}.pt", weights_only=True), after) / len(items)
+                before = torch.load(work / f"before{k}.pt", weights_only=True)
+                forget += forgettability(before, after, padded=padded, every_row=cfg.query_budget == 0) / len(items)
                 torch.save(after.half(), work / f"after{k}.pt")
             logits.append(topk_logprobs(lg[pos], cfg.logit_topk))
         if not trainer.main:
