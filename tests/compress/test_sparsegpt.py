@@ -23,14 +23,19 @@ from headwise.testing import ByteTokenizer
 BLOCK = 16  # columns per lazy-update block: the tiny layers (32 and 64 inputs) span several
 
 
-def reference_sparsegpt(w, x, ratio, blocksize):
+def reference_sparsegpt(w, x, ratio, blocksize, mask_rule="row", nm=None):
     """SparseGPT written out column by column in float64, with explicit inverses instead of Cholesky factors.
 
     H = 2 X^T X / tokens plus 1% of its mean diagonal. Hinv, the inverse Hessian of the columns not yet fixed,
     loses one column at a time by Gaussian elimination. Pruning w_q moves its row's free weights by
-    -(w_q / Hinv_qq) Hinv_q. The mask rule is the pruner's: at each block start, the prunes a row still owes go
-    to its lowest w_j^2 / Hinv_jj columns among those not yet fixed, Hinv_jj taken when j is fixed,
-    i.e. inv(H[j:, j:])[0, 0].
+    -(w_q / Hinv_qq) Hinv_q. Costs are w_j^2 / Hinv_jj, Hinv_jj taken when j is fixed, i.e. inv(H[j:, j:])[0, 0].
+    The mask rules, at each block start:
+    - "row" (the pruner's default): the prunes a row still owes go to its lowest-cost columns among those not yet
+      fixed;
+    - "block": locuslab/wanda lib/sparsegpt.py:84-86, every cost of the block at most its int(numel * ratio)-th
+      smallest;
+    - nm=(n, m): lib/sparsegpt.py:94-96, at every m-th column the n lowest costs of each row among the next m,
+      on the weights as updated so far.
     """
     w, x = w.double().clone(), x.double()
     h = 2 * x.T @ x / len(x)
@@ -41,7 +46,13 @@ def reference_sparsegpt(w, x, ratio, blocksize):
     hinv = torch.linalg.inv(h)
     mask = torch.zeros_like(w, dtype=torch.bool)
     for j in range(n):
-        if j % blocksize == 0:
+        if nm is not None and j % nm[1] == 0:
+            cost = w[:, j:j + nm[1]] ** 2 / diag_when_fixed[j:j + nm[1]]
+            mask.scatter_(1, j + torch.topk(cost, nm[0], dim=1, largest=False)[1], True)
+        elif nm is None and j % blocksize == 0 and mask_rule == "block":
+            cost = w[:, j:j + blocksize] ** 2 / diag_when_fixed[j:j + blocksize]
+            mask[:, j:j + blocksize] = cost <= torch.sort(cost.flatten())[0][int(cost.numel() * ratio)]
+        elif nm is None and j % blocksize == 0:
             cost = w[:, j:] ** 2 / diag_when_fixed[j:]
             for r in range(len(w)):
                 chosen = torch.argsort(cost[r], stable=True)[:k - int(mask[r].sum())] + j
@@ -58,17 +69,36 @@ def weights(model) -> dict:
             for b, linears in enumerate(block_linears(model)) for name, mod in linears}
 
 
-def test_masks_and_updates_match_a_straightforward_reimplementation(calibrate, linear_inputs):
+@pytest.mark.parametrize("mask_rule, pattern", [("row", "unstructured"), ("block", "unstructured"),
+                                                ("row", "2:4")])
+def test_masks_and_updates_match_a_straightforward_reimplementation(calibrate, linear_inputs, mask_rule, pattern):
     model, calib = calibrate("llama", method="sparsegpt", dtype=torch.float64)
     inputs = linear_inputs(model, calib.ids)
     dense = weights(model)
     ratios = [0.3, 0.6]
-    SparseGPTPruner(model, calib.hessians, blocksize=BLOCK).apply(ratios)
+    nm = (2, 4) if pattern == "2:4" else None
+    SparseGPTPruner(model, calib.hessians, blocksize=BLOCK, mask=mask_rule, pattern=pattern).apply(ratios)
     for (b, name), w in weights(model).items():
-        expected, mask = reference_sparsegpt(dense[(b, name)], inputs[(b, name)], ratios[b], BLOCK)
+        expected, mask = reference_sparsegpt(dense[(b, name)], inputs[(b, name)], ratios[b], BLOCK, mask_rule, nm)
         assert torch.equal(w == 0, mask), (b, name)
         torch.testing.assert_close(w, expected, rtol=1e-9, atol=1e-9)
         assert not torch.equal(w[~mask], dense[(b, name)][~mask])  # the kept weights were updated
+        if nm:  # the N:M invariant: exactly n zeros in every group of m consecutive inputs, whatever the ratio
+            assert ((w == 0).reshape(len(w), -1, 4).sum(-1) == 2).all()
+
+
+def test_the_faithful_hessian_is_the_references_running_mean(calibrate, linear_inputs):
+    """locuslab/wanda lib/sparsegpt.py:27-38 folds each window into H * n / (n + 1) + 2 / (n + 1) X^T X: the mean
+    over windows of 2 X^T X, seq_len times headwise's per-token mean."""
+    from headwise.compress.calibration import Recorder
+
+    model, calib = calibrate("llama", windows=3, method="sparsegpt")
+    with Recorder(block_linears(model), True, running_mean=True) as rec:
+        model(input_ids=calib.ids, use_cache=False)  # three windows in one batch: folded one by one
+    seq_len = calib.ids.shape[1]
+    for b, block in enumerate(rec.hessians()):
+        for name, h in block.items():
+            torch.testing.assert_close(h, calib.hessians[b][name] * seq_len, rtol=1e-4, atol=1e-4)
 
 
 def test_every_row_loses_exactly_its_share(calibrate):

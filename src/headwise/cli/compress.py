@@ -71,6 +71,57 @@ def fit(
 
 
 @app.command()
+def prune(
+    ctx: typer.Context,
+    model: str = MODEL,
+    sparsity: float = typer.Option(None, help="Fraction of every block's weights pruned (unstructured; 0 < s <= "
+                                   "0.95). With an N:M --pattern it is N/M, the default there."),
+    pattern: str = typer.Option("unstructured", help="unstructured, or N:M (e.g. 2:4, NVIDIA's sparse tensor "
+                                "cores): in every group of M consecutive input weights of a row the N "
+                                "lowest-scored are pruned, as locuslab/wanda's --sparsity_type 2:4."),
+    method: str = typer.Option("wanda", help="Pruner: wanda (input norms, no weight update) or sparsegpt "
+                               "(Hessians, OBS weight updates; minutes on CPU)."),
+    data: str = typer.Option("wiki-en", help="Text: wiki-en/fr/es (train split calibrates, test split scores) or a UTF-8 file."),
+    seq_len: int = typer.Option(128, help="Tokens per window."),
+    windows: int = typer.Option(4, help="Calibration windows."),
+    ppl_windows: int = typer.Option(4, help="Test windows for perplexity."),
+    save: bool = typer.Option(False, "--save", help="Save the pruned model as safetensors in OUT/model."),
+    preset: str = PRESET,
+    out: str = out_option(None, "Run directory; default runs/compress-prune/<time>."),
+    dtype: str = DTYPE, device: str = DEVICE, trust_remote_code: bool = TRUST, as_json: bool = JSON,
+) -> None:
+    """Prune every block uniformly (one sparsity, or an N:M pattern) with no StratNet; reports sparsity, KL and
+    perplexity."""
+    from headwise.compress.config import CalibConfig, nm_pattern
+    from headwise.compress.run import open_prune_run, run_prune
+    from headwise.config import check_preset
+
+    check_preset(preset, CalibConfig)
+    calib_cfg = settings(CalibConfig, ctx, preset, {"data": data, "seq_len": seq_len, "windows": windows,
+                                                    "ppl_windows": ppl_windows, "method": method, "pattern": pattern})
+    sparsity = check_sparsity(sparsity, nm_pattern(calib_cfg.pattern))
+    m, tok = load(model, dtype, device, trust_remote_code)
+    run = open_prune_run(out, model, dtype, calib_cfg, sparsity, save, preset)
+    result = run_prune(m, tok, calib_cfg, sparsity, run, save)
+    emit(result, as_json, f"sparsity {result['sparsity']:.3f}, KL {result['kl']:.4f}, perplexity "
+                          f"{result['ppl']:.2f}, {result['seconds']:.1f} s\nrun: {run.dir}")
+
+
+def check_sparsity(sparsity: float | None, nm: tuple[int, int] | None) -> float:
+    """--sparsity of `compress prune`: given and in (0, 0.95] when unstructured, N/M (or not given) with N:M."""
+    from headwise.compress.config import MAX_SPARSITY
+
+    if nm is not None:
+        if sparsity is not None and abs(sparsity - nm[0] / nm[1]) > 1e-9:
+            raise HeadwiseError(f"the {nm[0]}:{nm[1]} pattern prunes exactly {nm[0] / nm[1]:g} of every block; "
+                                "leave out --sparsity or give that.")
+        return nm[0] / nm[1]
+    if sparsity is None or not 0 < sparsity <= MAX_SPARSITY:
+        raise HeadwiseError(f"--sparsity must be given and lie in (0, {MAX_SPARSITY}], got {sparsity}.")
+    return sparsity
+
+
+@app.command()
 def serve(
     stratnet: str = typer.Option(..., help="A shipped StratNet by name (smollm2 or gemma3-270m, unstructured), or a "
                                            "directory holding stratnet.safetensors and stratnet.json (a fit run)."),

@@ -6,6 +6,7 @@ gate/up share theirs)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,14 @@ class _Hessians:
 
     Linears reading one tensor (q/k/v, gate/up) are called one after another, so a linear whose input equals
     the previous linear's shares that linear's Hessian; who shares with whom is fixed on the first batch.
+    With `running_mean`, each window is folded in as locuslab/wanda's SparseGPT.add_batch does
+    (lib/sparsegpt.py:27-38): H <- H * n / (n + 1), then + (sqrt(2 / (n + 1)) X)^T (sqrt(2 / (n + 1)) X), in
+    float32; the same Hessian up to a constant factor (which the relative dampening cancels), rounded the
+    reference's way.
     """
 
-    def __init__(self):
+    def __init__(self, running_mean: bool = False):
+        self.running_mean = running_mean
         self.sums: dict[str, torch.Tensor] = {}
         self.tokens: dict[str, int] = {}
         self.owner: dict[str, str] = {}
@@ -102,7 +108,14 @@ class _Hessians:
             self.owner[name] = prev[1] if same else name
         owner = self.owner[name]
         self.last = (x, owner)
-        if owner == name:
+        if owner == name and self.running_mean:
+            for window in x.reshape(-1, x.shape[-2], x.shape[-1]) if x.dim() > 2 else [x]:
+                n = self.tokens.get(name, 0)  # windows, here
+                h = self.sums[name] * (n / (n + 1)) if name in self.sums else 0
+                scaled = math.sqrt(2 / (n + 1)) * window.float().t()
+                self.sums[name] = h + scaled @ scaled.t()
+                self.tokens[name] = n + 1
+        elif owner == name:
             x = x.reshape(-1, x.shape[-1])
             x = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 models keep float64
             h = 2 * x.t() @ x
@@ -110,7 +123,7 @@ class _Hessians:
             self.tokens[name] = self.tokens.get(name, 0) + x.shape[0]
 
     def result(self) -> dict[str, torch.Tensor]:
-        means = {name: (h / self.tokens[name]).cpu() for name, h in self.sums.items()}
+        means = {name: (h if self.running_mean else h / self.tokens[name]).cpu() for name, h in self.sums.items()}
         return {name: means[owner] for name, owner in self.owner.items()}
 
 
@@ -122,7 +135,8 @@ class Recorder:
     Args:
         linears: per block, (name, module) of its prunable linears (`block_linears`, or a sub-list of it).
         hessians: also sum the Hessians (SparseGPT).
-        running_mean: accumulate the squares as locuslab/wanda's WrappedGPT does, in float32: per window the
+        running_mean: accumulate the squares as locuslab/wanda's WrappedGPT does (and the Hessians as its
+            SparseGPT does, `_Hessians`), in float32: per window the
             squared L2 norm of each feature, folded into a running mean over windows. The same statistic up to a
             constant factor, but rounded the reference's way: sequential pruning amplifies a 1e-7 difference
             into 0.16% of SmolLM2's masks (docs/parity.md), so the faithful mode rounds as the reference does.
@@ -134,7 +148,7 @@ class Recorder:
         self.running_mean = running_mean
         self.windows: list[dict[str, int]] = [{} for _ in linears]
         self.sq: list[dict[str, torch.Tensor]] = [{} for _ in linears]
-        self.hess = [_Hessians() for _ in linears] if hessians else None
+        self.hess = [_Hessians(running_mean) for _ in linears] if hessians else None
         self.handles: list = []
 
     def __enter__(self) -> Recorder:

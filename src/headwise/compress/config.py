@@ -1,7 +1,8 @@
 """Settings of UniCuCo's calibration, fitting and serving (recorded in run directories and StratNets).
 
-Presets: `faithful` prunes as locuslab/wanda does: it counts the weights pruned per row with `int()` and takes each
-block's statistics on the outputs of the blocks pruned before it (docs/unicuco.md, docs/parity.md).
+Presets: `faithful` prunes as locuslab/wanda does: it counts the weights pruned per row with `int()`, takes each
+block's statistics on the outputs of the blocks pruned before it, and chooses SparseGPT's mask per column block
+(docs/unicuco.md, docs/parity.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from headwise.errors import HeadwiseError
 SPACES = ("unstructured", "depth")
 ROUNDINGS = ("nearest", "floor")
 INPUTS = ("dense", "sequential")
+SPARSEGPT_MASKS = ("row", "block")
 MAX_SPARSITY = 0.95
 
 
@@ -23,6 +25,17 @@ def check_method(method: str) -> None:
 
     if method not in PRUNERS:
         raise HeadwiseError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNERS)}.")
+
+
+def nm_pattern(pattern: str) -> tuple[int, int] | None:
+    """(n, m) of an "N:M" pattern (n of every m consecutive input weights pruned), None for "unstructured"."""
+    if pattern == "unstructured":
+        return None
+    n, sep, m = pattern.partition(":")
+    if not (sep and n.isdigit() and m.isdigit() and 0 < int(n) < int(m)):
+        raise HeadwiseError(f"unknown sparsity pattern {pattern!r}; use unstructured or N:M with 0 < N < M, "
+                            "e.g. 2:4.")
+    return int(n), int(m)
 
 
 def check_space(space: str) -> None:
@@ -52,6 +65,13 @@ class CalibConfig(Settings):
             reused by every strategy: UniCuCo's calibrate-once) or "sequential" (the outputs of the blocks already
             pruned to the strategy, as locuslab/wanda; a new pass over the calibration windows per strategy, about
             three forward passes; the `faithful` preset). The measured difference is in docs/parity.md.
+        pattern: "unstructured" (any count per row) or "N:M", e.g. "2:4": in every group of M consecutive input
+            weights of a row, the N lowest-scored are pruned (the reference's prune_n:prune_m, NVIDIA's 2:4
+            sparse tensor cores). It fixes a pruned block's sparsity at N/M, so it is for uniform pruning
+            (`compress prune`); `fit`, which searches per-block ratios, refuses it.
+        sparsegpt_mask: how SparseGPT picks an unstructured mask at each block of 128 columns: "row" (each row's
+            lowest-cost weights, so every row gets exactly its count) or "block" (locuslab/wanda's one threshold
+            over the block of a linear, lib/sparsegpt.py:84-86, rows differ; the `faithful` preset).
     """
 
     data: str = "wiki-en"
@@ -62,8 +82,10 @@ class CalibConfig(Settings):
     method: str = "wanda"
     rounding: str = "nearest"
     inputs: str = "dense"
+    pattern: str = "unstructured"
+    sparsegpt_mask: str = "row"
 
-    PRESETS = {"faithful": {"rounding": "floor", "inputs": "sequential"}}
+    PRESETS = {"faithful": {"rounding": "floor", "inputs": "sequential", "sparsegpt_mask": "block"}}
 
     def validate(self) -> None:
         check_method(self.method)
@@ -71,6 +93,10 @@ class CalibConfig(Settings):
             raise HeadwiseError(f"unknown rounding {self.rounding!r}; use one of {', '.join(ROUNDINGS)}.")
         if self.inputs not in INPUTS:
             raise HeadwiseError(f"unknown inputs {self.inputs!r}; use one of {', '.join(INPUTS)}.")
+        nm_pattern(self.pattern)
+        if self.sparsegpt_mask not in SPARSEGPT_MASKS:
+            raise HeadwiseError(f"unknown SparseGPT mask {self.sparsegpt_mask!r}; use one of "
+                                f"{', '.join(SPARSEGPT_MASKS)}.")
         if self.windows < 1 or self.ppl_windows < 1 or self.seq_len < 8:
             raise HeadwiseError("need at least one calibration and one perplexity window of at least 8 tokens.")
         if self.batch_size < 1:

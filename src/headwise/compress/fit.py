@@ -29,6 +29,9 @@ def check_config(fit: FitConfig, calib: CalibConfig) -> None:
     """What the two configs (each checked on its own) cannot be together."""
     if fit.space == "depth" and calib.method != "wanda":
         raise HeadwiseError(f"method {calib.method!r} prunes weights; the depth space removes whole blocks instead.")
+    if calib.pattern != "unstructured":
+        raise HeadwiseError(f"the {calib.pattern} pattern fixes every pruned block's sparsity, which leaves no "
+                            "per-block ratios to fit; prune with it uniformly (`headwise compress prune`).")
 
 
 def calibration(model, tokenizer, config: CalibConfig, run=None) -> Calibration:

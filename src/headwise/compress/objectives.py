@@ -49,23 +49,26 @@ def mean_kl(model, ids: torch.Tensor, dense_logp: torch.Tensor, batch_size: int 
     return total / count
 
 
-# The unstructured pruners by name, one registration line each: (model, calibration statistics, rounding) ->
-# a pruner with apply(ratios) / restore(). `--method` and the StratNet's recorded method read this table.
+# The unstructured pruners by name, one registration line each: (model, calibration statistics, rounding,
+# pattern, SparseGPT mask) -> a pruner with apply(ratios) / restore(). `--method` and the StratNet's recorded
+# method read this table.
 PRUNERS: dict[str, Callable] = {
-    "wanda": lambda model, calib, rounding: WandaPruner(model, calib.norms, rounding=rounding),
-    "sparsegpt": lambda model, calib, rounding: SparseGPTPruner(model, calib.hessians, rounding=rounding),
+    "wanda": lambda model, calib, rounding, pattern="unstructured", mask="row":
+        WandaPruner(model, calib.norms, rounding, pattern),
+    "sparsegpt": lambda model, calib, rounding, pattern="unstructured", mask="row":
+        SparseGPTPruner(model, calib.hessians, rounding=rounding, mask=mask, pattern=pattern),
 }
 
 
 def make_pruner(model, calib: Calibration, space: str = "unstructured", method: str = "wanda",
-                rounding: str = "nearest"):
+                rounding: str = "nearest", pattern: str = "unstructured", mask: str = "row"):
     """The one place that picks the pruner: blocks removed (depth), or per-block ratios applied by the registered
     `method` from the cached statistics (unstructured)."""
     check_space(space)
     if space == "depth":
         return DepthPruner(model)
     check_method(method)
-    return PRUNERS[method](model, calib, rounding)
+    return PRUNERS[method](model, calib, rounding, pattern, mask)
 
 
 class Evaluator:
@@ -82,16 +85,19 @@ class Evaluator:
         rounding: how a ratio becomes a count of pruned weights per row (`CalibConfig.rounding`).
         inputs: "dense" (the cached statistics serve every strategy) or "sequential" (each strategy is pruned
             block after block from the pruned blocks' outputs, `sequential.prune`; `CalibConfig.inputs`).
+        pattern: "unstructured" or "N:M" (`CalibConfig.pattern`).
+        mask: SparseGPT's mask choice, "row" or "block" (`CalibConfig.sparsegpt_mask`).
     """
 
     def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2,
                  method: str = "wanda", heldout: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 rounding: str = "nearest", inputs: str = "dense"):
+                 rounding: str = "nearest", inputs: str = "dense", pattern: str = "unstructured",
+                 mask: str = "row"):
         self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
         self.heldout = heldout
-        self.method, self.rounding = method, rounding
+        self.method, self.rounding, self.pattern, self.mask = method, rounding, pattern, mask
         self.sequential = inputs == "sequential" and space == "unstructured"
-        self.pruner = make_pruner(model, calib, space, method, rounding)
+        self.pruner = make_pruner(model, calib, space, method, rounding, pattern, mask)
         self.num_blocks = self.pruner.num_blocks
         self.evaluations = 0
         self.seconds = 0.0
@@ -100,7 +106,8 @@ class Evaluator:
     def for_config(cls, model, calib: Calibration, space: str, config: CalibConfig,
                    heldout: tuple[torch.Tensor, torch.Tensor] | None = None) -> Evaluator:
         """The evaluator a fit or a StratNet's calibration settings ask for (batch size, pruner, rounding)."""
-        return cls(model, calib, space, config.batch_size, config.method, heldout, config.rounding, config.inputs)
+        return cls(model, calib, space, config.batch_size, config.method, heldout, config.rounding, config.inputs,
+                   config.pattern, config.sparsegpt_mask)
 
     def check(self, strategy) -> list[float]:
         x = [float(v) for v in strategy]
@@ -119,7 +126,8 @@ class Evaluator:
         pruner = self.pruner
         try:
             if self.sequential:
-                pruner = sequential.prune(self.model, self.calib.ids, x, self.method, self.rounding, self.batch_size)
+                pruner = sequential.prune(self.model, self.calib.ids, x, self.method, self.rounding, self.batch_size,
+                                          self.pattern, self.mask)
             yield pruner.apply(x)
         finally:
             pruner.restore()

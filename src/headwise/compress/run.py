@@ -35,6 +35,34 @@ def run_fit(model, tokenizer, model_name: str, calib: CalibConfig, fit: FitConfi
     return summary
 
 
+def open_prune_run(out: str | Path | None, model_name: str, dtype: str, calib: CalibConfig, sparsity: float,
+                   save: bool, preset: str | None = None) -> Run:
+    return Run(out, "compress prune", {"model": model_name, "dtype": dtype, "calibration": calib,
+                                       "sparsity": sparsity, "save": save}, preset=preset)
+
+
+def run_prune(model, tokenizer, calib: CalibConfig, sparsity: float, run: Run, save: bool = False) -> dict:
+    """The `compress prune` recipe: every decoder block pruned to one `sparsity` (or to the N:M
+    `calib.pattern`) by `calib.method`, no StratNet; achieved sparsity, KL and perplexity in results.json, and
+    with `save` the pruned model in RUN/model."""
+    from headwise.compress.baselines import uniform
+    from headwise.compress.fit import calibration
+    from headwise.compress.objectives import Evaluator
+    from headwise.compress.serve import save_pruned
+    from headwise.compress.unstructured import check_pattern
+
+    check_pattern(model, calib.pattern)  # before minutes of calibration
+    t0 = time.perf_counter()
+    ev = Evaluator.for_config(model, calibration(model, tokenizer, calib, run), "unstructured", calib)
+    with ev.applied(uniform(ev.num_blocks, sparsity)) as achieved:
+        result = {"sparsity": achieved, **ev.measure_applied()}
+        if save:
+            save_pruned(model, tokenizer, run.path("model"))
+    result.update(seconds=time.perf_counter() - t0, run_dir=str(run.dir))
+    run.finish(result)
+    return result
+
+
 def open_serve_run(out: str | Path | None, stratnet: str | Path, requests: str | Path, model_name: str, save: bool,
                    ppl: bool, dtype: str, lm_eval: list[str] | None = None, lm_eval_limit: int = 0) -> Run:
     # lm-eval's tasks are recorded only when asked for, so serve runs made before --lm-eval existed still resume.

@@ -69,7 +69,7 @@ def _run_block(layer, hidden: list[torch.Tensor], calls: list[tuple]) -> list[to
 
 @torch.no_grad()
 def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str = "nearest",
-          batch_size: int = 2) -> BlockPruner:
+          batch_size: int = 2, pattern: str = "unstructured", mask: str = "row") -> BlockPruner:
     """Prune `model` in place to per-block `ratios`, block after block, each from statistics on the outputs of
     the blocks pruned before it.
 
@@ -80,6 +80,8 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
         method: a pruner of `compress.objectives.PRUNERS` ("wanda", "sparsegpt").
         rounding: how a ratio becomes a count of pruned weights per row (`Linear.pruned_per_row`).
         batch_size: windows per forward pass.
+        pattern: "unstructured" or "N:M" (`CalibConfig.pattern`).
+        mask: SparseGPT's mask choice, "row" or "block" (`CalibConfig.sparsegpt_mask`).
 
     Returns:
         the pruner, with the model pruned; its `restore()` puts the dense weights back.
@@ -92,7 +94,8 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
     norms: list[dict[str, torch.Tensor]] = [{} for _ in linears]
     hessians = [{} for _ in linears] if method == "sparsegpt" else None
     # The pruner reads a block's statistics when it first prunes it, so they can be filled in as we go.
-    pruner = PRUNERS[method](model, Calibration(ids, torch.empty(0), norms, torch.empty(0), hessians), rounding)
+    pruner = PRUNERS[method](model, Calibration(ids, torch.empty(0), norms, torch.empty(0), hessians), rounding,
+                             pattern, mask)
     try:
         hidden, calls = block_calls(model, ids, batch_size)
         for b, layer in enumerate(layout(model).layers):

@@ -8,10 +8,12 @@ delta = -(w_q / U_qq) U_{q, q:}, applied lazily per column block as in the refer
 U, so linears that share an input (q/k/v, gate/up) share U and are pruned as one stacked matrix.
 
 Two choices of ours:
-- The mask is chosen adaptively when a column block is reached, as in the reference, but row by row. The prunes a
+- The mask (`mask="row"`, the default) is chosen adaptively when a column block is reached, as in the reference,
+  but row by row. The prunes a
   row still owes go to its lowest-cost columns among all columns not yet processed, and those inside the
   current block are pruned now. So every row ends with exactly round(s * in_features) zeros, Wanda's count. The
-  reference's single threshold over a whole block lets rows differ.
+  reference's single threshold over a whole block of one linear lets rows differ: `mask="block"` (the `faithful`
+  preset) chooses that way; the measured difference is in docs/parity.md.
 - Deviation: one-shot inputs. Every layer's Hessian comes from the dense model's inputs, collected once. The
   reference prunes blocks sequentially and feeds each block the pruned model's outputs. That would need a new
   calibration pass per strategy, which UniCuCo's "calibrate once, apply any strategy" rules out.
@@ -50,28 +52,50 @@ def inverse_factor(hessian: torch.Tensor, damp: float = DAMP) -> tuple[torch.Ten
     return torch.linalg.cholesky(torch.cholesky_inverse(low), upper=True), dead
 
 
-def prune(weight: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, k: int,
-          blocksize: int = BLOCKSIZE) -> torch.Tensor:
-    """SparseGPT on one [out, in] weight. Exactly k weights per row are zeroed and the rest are updated; the
-    result is in U's dtype."""
+def prune(weight: torch.Tensor, u: torch.Tensor, dead: torch.Tensor, k: int, blocksize: int = BLOCKSIZE,
+          mask: str = "row", ratio: float = 0.0, nm: tuple[int, int] | None = None) -> torch.Tensor:
+    """SparseGPT on one [out, in] weight (one linear, or with mask "row" linears sharing U stacked by rows); the
+    rest of each row is updated; the result is in U's dtype.
+
+    Which weights go, as each column block is reached:
+    - mask "row": exactly k per row, the lowest-cost among the row's columns not yet processed (module docstring);
+    - mask "block": the reference's, lib/sparsegpt.py:84-86: every weight of the block whose cost is at most the
+      int(numel * ratio)-th smallest cost of the block (so `weight` must be one linear);
+    - nm (n, m): the reference's N:M, lib/sparsegpt.py:94-96: at every m-th column of a block the n lowest-cost
+      weights of each row among the next m columns, costs taken on the weights as updated so far.
+    """
     w = weight.to(u.dtype).clone()
     w[:, dead] = 0
     cols = w.shape[1]
-    due = torch.full((w.shape[0], 1), k, device=w.device)  # prunes each row still owes
+    due = torch.full((w.shape[0], 1), k, device=w.device)  # prunes each row still owes ("row")
     cost_scale = u.diagonal().pow(2)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        rank = row_rank(w[:, i1:].pow(2) / cost_scale[i1:])
-        mask = (rank < due)[:, :i2 - i1]
-        due = due - mask.sum(1, keepdim=True)
         u1, w1 = u[i1:i2, i1:i2], w[:, i1:i2]  # w1 is a view: updating it updates w
+        if nm is not None:
+            chosen = torch.zeros_like(w1, dtype=torch.bool)
+        elif mask == "block":
+            chosen = block_threshold(w1.pow(2) / cost_scale[i1:i2], ratio)
+        else:
+            rank = row_rank(w[:, i1:].pow(2) / cost_scale[i1:])
+            chosen = (rank < due)[:, :i2 - i1]
+            due = due - chosen.sum(1, keepdim=True)
         err = torch.zeros_like(w1)
         for i in range(i2 - i1):
-            err[:, i] = torch.where(mask[:, i], w1[:, i], 0) / u1[i, i]
+            if nm is not None and i % nm[1] == 0:
+                cost = w1[:, i:i + nm[1]].pow(2) / cost_scale[i1 + i:i1 + i + nm[1]]
+                chosen.scatter_(1, i + torch.topk(cost, nm[0], dim=1, largest=False)[1], True)
+            err[:, i] = torch.where(chosen[:, i], w1[:, i], 0) / u1[i, i]
             w1[:, i + 1:] -= err[:, i, None] * u1[i, i + 1:]
-            w1[:, i] = torch.where(mask[:, i], 0, w1[:, i])
+            w1[:, i] = torch.where(chosen[:, i], 0, w1[:, i])
         w[:, i2:] -= err @ u[i1:i2, i2:]
     return w
+
+
+def block_threshold(cost: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The reference's mask of one linear's column block: cost <= the int(numel * ratio)-th smallest cost."""
+    thresh = torch.sort(cost.flatten())[0][int(cost.numel() * ratio)]
+    return cost <= thresh
 
 
 class SparseGPTPruner(BlockPruner):
@@ -83,15 +107,18 @@ class SparseGPTPruner(BlockPruner):
             (`Calibration.hessians`, collected with method "sparsegpt").
         blocksize: columns per lazy-update block.
         rounding: how a ratio becomes a count of weights pruned per row (`Linear.pruned_per_row`).
+        mask: "row" (exactly the rounded count in every row) or "block" (the reference's one threshold per column
+            block of a linear, which ignores `rounding`); see `prune` (`CalibConfig.sparsegpt_mask`).
+        pattern: "unstructured" or "N:M" (`CalibConfig.pattern`).
     """
 
     def __init__(self, model, hessians: list[dict[str, torch.Tensor]] | None, blocksize: int = BLOCKSIZE,
-                 rounding: str = "nearest"):
+                 rounding: str = "nearest", mask: str = "row", pattern: str = "unstructured"):
         if hessians is None:
             raise HeadwiseError("SparseGPT needs the Hessians that calibration collects only with method "
                                 "'sparsegpt'; these statistics were collected for Wanda.")
-        super().__init__(model, rounding)
-        self.blocksize = blocksize
+        super().__init__(model, rounding, pattern)
+        self.blocksize, self.mask = blocksize, mask
         self.hessians = hessians
         # Per block: (Hessian, the linears that read its input), found when the block is first pruned (sequential
         # calibration fills a block's Hessians just before).
@@ -117,11 +144,17 @@ class SparseGPTPruner(BlockPruner):
         out: dict[str, torch.Tensor] = {}
         for h, entries in self.groups[b]:
             w = torch.cat([e.out_in(e.dense) for e in entries])
-            k = entries[0].pruned_per_row(ratio, self.rounding)
+            k = self.per_row(entries[0], ratio)
+            parts = w.split([e.out_features for e in entries])
             if k:
                 if id(h) not in self.factors:
                     self.factors[id(h)] = inverse_factor(h.to(w.device, torch.promote_types(w.dtype, torch.float32)))
-                w = prune(w, *self.factors[id(h)], k, self.blocksize)
-            for e, part in zip(entries, w.split([e.out_features for e in entries])):
+                # The block mask thresholds each linear on its own, and the reference's float rounding needs each
+                # linear's own matrix products: "block" prunes the linears one by one, "row" stacked (faster).
+                parts = ([prune(p, *self.factors[id(h)], k, self.blocksize, self.mask, ratio, self.nm) for p in parts]
+                         if self.mask == "block" else
+                         prune(w, *self.factors[id(h)], k, self.blocksize, self.mask, ratio, self.nm)
+                         .split([e.out_features for e in entries]))
+            for e, part in zip(entries, parts):
                 out[e.name] = e.out_in(part).to(e.dense.dtype)
         return [out[e.name] for e in self.blocks[b]]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from headwise.compress.unstructured import BlockPruner, row_rank, statistic
+from headwise.compress.unstructured import BlockPruner, group_rank, row_rank, statistic
 
 
-def wanda_rank(weight_out_in: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """Position of each weight in its row's ascending Wanda-score order (0 = pruned first)."""
-    return row_rank(weight_out_in.detach().abs().float() * norm.float()[None, :])
+def wanda_rank(weight_out_in: torch.Tensor, norm: torch.Tensor, nm: tuple[int, int] | None = None) -> torch.Tensor:
+    """Position of each weight in its row's ascending Wanda-score order (0 = pruned first); with nm = (n, m), 0
+    for the n lowest of its group of m consecutive columns (`group_rank`)."""
+    score = weight_out_in.detach().abs().float() * norm.float()[None, :]
+    return group_rank(score, *nm) if nm else row_rank(score)
 
 
 class WandaPruner(BlockPruner):
@@ -26,10 +28,13 @@ class WandaPruner(BlockPruner):
         norms: per block, linear name -> input-feature L2 norms (`Calibration.norms`).
         rounding: "floor" prunes int(ratio * in_features) weights per row as locuslab/wanda does; "nearest" (the
             default) the rounded count.
+        pattern: "unstructured" or "N:M": n of every m consecutive weights of a row, the lowest-scored
+            (`CalibConfig.pattern`).
     """
 
-    def __init__(self, model, norms: list[dict[str, torch.Tensor]], rounding: str = "nearest"):
-        super().__init__(model, rounding)
+    def __init__(self, model, norms: list[dict[str, torch.Tensor]], rounding: str = "nearest",
+                 pattern: str = "unstructured"):
+        super().__init__(model, rounding, pattern)
         self.norms = norms
         # Ranks are kept in each module's own layout, so pruning is one torch.where on its weight. A block's are
         # computed when it is first pruned: sequential calibration (`sequential.prune`) fills its norms just before.
@@ -38,8 +43,9 @@ class WandaPruner(BlockPruner):
     def _prune_block(self, b: int, ratio: float) -> None:
         if self.ranks[b] is None:
             self.ranks[b] = [e.out_in(wanda_rank(e.out_in(e.dense).cpu(), statistic(self.norms, b, e.name,
-                                                                                   "input norms")))
+                                                                                   "input norms"), self.nm))
                              .contiguous().to(e.dense.device) for e in self.blocks[b]]
         for e, rank in zip(self.blocks[b], self.ranks[b]):
-            k = e.pruned_per_row(ratio, self.rounding)
+            # Under N:M a rank is 0 for the n weights of each group of m that go (`group_rank`).
+            k = self.nm[0] if self.nm else self.per_row(e, ratio)
             torch.where(rank < k, torch.zeros((), dtype=e.dense.dtype), e.dense, out=e.module.weight.data)
