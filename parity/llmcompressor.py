@@ -1,7 +1,8 @@
 """Parity of llmcompressor's WandaPruningModifier and SparseGPTModifier (PyPI) with locuslab/wanda and headwise.
 
     .venv/bin/python parity/llmcompressor.py [RUN ...]   # parity/goldens/llmcompressor.json; RUN: wanda-50,
-                                                         # sparsegpt-50, wanda-2:4, sparsegpt-2:4 (default: all)
+                                                         # sparsegpt-50, wanda-2:4, sparsegpt-2:4 (default: all;
+                                                         # the golden keeps the other runs' figures)
 
 Same model, same calibration tokens (parity/inputs/wanda_tokens.safetensors) and same held-out perplexity as
 parity/wanda.py, at 50% unstructured and at 2:4. Each run is compared with locuslab/wanda's run of the same
@@ -43,9 +44,10 @@ def main() -> None:
     ids, ppl_ids = wanda.load_tokens()
     dense = wanda.block_weights(model)
     sizes = {k: w.numel() for k, w in dense.items()}
-    outputs: dict = {"runs": {}}
-    adaptations: list[str] = []
     keys = sys.argv[1:] or list(wanda.RUNS)
+    outputs = wanda.previous_outputs(NAME, "llmcompressor.py") if keys != list(wanda.RUNS) else {}
+    outputs.setdefault("runs", {})
+    adaptations: list[str] = []
     if unknown := set(keys) - set(wanda.RUNS):
         raise SystemExit(f"parity: unknown run {sorted(unknown)[0]!r}; use some of {', '.join(wanda.RUNS)}.")
     for key in keys:

@@ -1,14 +1,18 @@
 """Parity of headwise's Wanda and SparseGPT with locuslab/wanda (`lib/prune.py`, `lib/sparsegpt.py`).
 
-    .venv/bin/python parity/wanda.py            # regenerate parity/goldens/wanda.json and print the comparison
+    .venv/bin/python parity/wanda.py [RUN ...]  # regenerate parity/goldens/wanda.json and print the comparison;
+                                                # RUN: wanda-50, sparsegpt-50, wanda-2:4, sparsegpt-2:4 (default:
+                                                # all; the golden keeps the other runs' figures)
 
 The reference runs in its own virtual environment (parity/.venvs/wanda: torch 2.13.0 CPU, transformers 4.44.2)
 on SmolLM2-135M-Instruct (headwise's offline asset) at 50% unstructured and at 2:4, every run on the same
 calibration tokens: parity/inputs/wanda_tokens.safetensors, built once by headwise's calibration
 (`CalibConfig` below: wiki-en train windows) with held-out windows of the wiki-en test split for perplexity.
-headwise then prunes the same model on the same tokens, sequentially (`CalibConfig.inputs = "sequential"`,
-the faithful preset) and one-shot from the dense model (the default), and every pruned model is scored by
-headwise's `perplexity` on the held-out windows.
+headwise then prunes the same model on the same tokens, sequentially (the faithful preset: `inputs =
+"sequential"`, `rounding = "floor"`, `sparsegpt_mask = "block"`) and one-shot from the dense model (the default
+`inputs` and `sparsegpt_mask`, floor rounding), at 2:4 with `pattern = "2:4"`, and every pruned model is scored
+by headwise's `perplexity` on the held-out windows. headwise's figures are cached per run under
+parity/.venvs/headwise-outputs/, keyed by the tokens and the source of headwise.compress.
 
 The golden keeps, per run, the reference's wall time, perplexity and per-linear mask summary (zeros, the sha256
 of the packed mask) plus the packed masks of a fixed sample of rows (`SAMPLE_ROWS` per linear), which
@@ -157,11 +161,18 @@ def per_block(per_linear: dict[str, float], sizes: dict[str, int]) -> list[float
     return [round(s / n, 6) for _, (s, n) in sorted(blocks.items())]
 
 
+def pattern_of(key: str) -> str:
+    """headwise's `CalibConfig.pattern` for run `key`."""
+    _, _, n, m = RUNS[key]
+    return f"{n}:{m}" if n else "unstructured"
+
+
 def headwise_prune(model, ids: torch.Tensor, method: str, inputs: str, ratio: float = 0.5,
-                   blocks: int | None = None):
+                   blocks: int | None = None, pattern: str = "unstructured"):
     """headwise's pruner on the same tokens: (its pruner, with the model pruned; seconds). `inputs` "sequential"
-    prunes block after block as the reference; "dense" collects the statistics once on the dense model. `blocks`:
-    prune only the first ones (a test's shortcut: a block's sequential masks depend on the blocks before it)."""
+    prunes block after block with SparseGPT's block mask, as the reference (the faithful preset); "dense" collects
+    the statistics once on the dense model, with the default row mask. `blocks`: prune only the first ones (a
+    test's shortcut: a block's sequential masks depend on the blocks before it)."""
     from headwise.compress import sequential
     from headwise.compress.calibration import Calibration, Recorder, block_linears, dense_logp
     from headwise.compress.objectives import PRUNERS
@@ -171,12 +182,12 @@ def headwise_prune(model, ids: torch.Tensor, method: str, inputs: str, ratio: fl
     t0 = time.perf_counter()
     if inputs == "sequential":
         # One window per call, as the reference: a batch of 4 rounds the block outputs differently.
-        pruner = sequential.prune(model, ids, ratios, method, "floor", batch_size=1)
+        pruner = sequential.prune(model, ids, ratios, method, "floor", 1, pattern, "block")
     else:
         with Recorder(block_linears(model), method == "sparsegpt") as rec:
             dense_logp(model, ids, 4)
         calib = Calibration(ids, torch.empty(0), rec.norms(), torch.empty(0), rec.hessians())
-        pruner = PRUNERS[method](model, calib, "floor")
+        pruner = PRUNERS[method](model, calib, "floor", pattern, "row")
         pruner.apply(ratios)
     return pruner, time.perf_counter() - t0
 
@@ -187,12 +198,13 @@ def ppl(model, ppl_ids: torch.Tensor) -> float:
     return perplexity(model, ppl_ids, batch_size=4)
 
 
-def compare(model, ids, ppl_ids, method: str, inputs: str, ref: dict[str, torch.Tensor], run: dict) -> dict:
+def compare(model, ids, ppl_ids, key: str, inputs: str, ref: dict[str, torch.Tensor], run: dict) -> dict:
     """headwise's pruner against one reference run: full-mask agreement (overall, per block), the same on the
     golden's sampled rows (what the CI test can recompute), perplexity, time, and for SparseGPT the relative
     weight difference."""
+    method = RUNS[key][0]
     sizes = {k: w.numel() for k, w in ref.items()}
-    pruner, seconds = headwise_prune(model, ids, method, inputs)
+    pruner, seconds = headwise_prune(model, ids, method, inputs, pattern=pattern_of(key))
     ours = block_weights(model)
     row = {"seconds": round(seconds, 2), "ppl": ppl(model, ppl_ids)}
     pruner.restore()
@@ -233,12 +245,38 @@ def run_reference(py: Path, repo: Path, model_dir: Path, key: str) -> tuple[dict
     return cached_run(py, "wanda", key, [COMMIT, *REQUIREMENTS], {"repo": str(repo), "model_dir": str(model_dir)})
 
 
+def cached_compare(model, ids, ppl_ids, key: str, inputs: str, ref: dict[str, torch.Tensor], run: dict) -> dict:
+    """`compare`, reused from parity/.venvs/headwise-outputs/ when made on the same tokens, reference run and
+    source of headwise.compress (a SparseGPT comparison takes tens of minutes on a CPU)."""
+    src = sorted((harness.ROOT / "src" / "headwise" / "compress").glob("*.py"))
+    tag = hashlib.sha256(" ".join([harness.sha256(TOKENS), *map(harness.sha256, src), key, inputs,
+                                   json.dumps(run["layers"], sort_keys=True)]).encode()).hexdigest()[:16]
+    path = harness.VENVS / "headwise-outputs" / f"{key.replace(':', '-')}-{inputs}-{tag}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    row = compare(model, ids, ppl_ids, key, inputs, ref, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row
+
+
+def previous_outputs(name: str = NAME, script: str = SCRIPT) -> dict:
+    """The golden's outputs when it was made on today's tokens (a run not asked for keeps its figures)."""
+    try:
+        return harness.load_golden(name, script)["outputs"]
+    except AssertionError:
+        return {}
+
+
 def main() -> None:
     from safetensors.torch import load_file
 
     from headwise.assets.registry import is_present, smollm2_dir
     from headwise.models import load_model
 
+    keys = sys.argv[1:] or list(RUNS)
+    if unknown := set(keys) - set(RUNS):
+        raise SystemExit(f"parity: unknown run {sorted(unknown)[0]!r}; use some of {', '.join(RUNS)}.")
     if not is_present("smollm2"):
         raise harness.Unavailable("the SmolLM2 asset is missing: run `headwise assets fetch --only smollm2`.")
     repo = harness.repo_at(REPO, COMMIT, ["lib"])
@@ -249,10 +287,12 @@ def main() -> None:
         build_tokens(tok)
     ids, ppl_ids = load_tokens()
     dense = block_weights(model)
-    outputs: dict = {"dense_ppl": ppl(model, ppl_ids), "runs": {}}
-    measured: dict = {}
+    outputs = previous_outputs() if keys != list(RUNS) else {}
+    outputs.setdefault("runs", {})
+    outputs["dense_ppl"] = ppl(model, ppl_ids)
+    measured = outputs.setdefault("measured", {})
     adaptations: list[str] = []
-    for key, (method, _, n, _) in RUNS.items():
+    for key in keys:
         got, out = run_reference(py, repo, smollm2_dir(), key)
         adaptations = got["adaptations"]
         ref = load_file(str(out))
@@ -260,16 +300,15 @@ def main() -> None:
         outputs["runs"][key] = {"seconds": round(got["seconds"], 2), "ppl": ppl(model, ppl_ids), **mask_summary(ref)}
         set_weights(model, dense)
         print(f"{key}: reference {got['seconds']:.1f} s, ppl {outputs['runs'][key]['ppl']:.4f}", flush=True)
-        # headwise has no N:M pattern: the 2:4 runs are the reference's figures alone.
-        for inputs in () if n else ("sequential", "dense"):
-            measured[f"{key}/headwise-{inputs}"] = compare(model, ids, ppl_ids, method, inputs, ref,
-                                                           outputs["runs"][key])
-        outputs["measured"] = measured
-        # Written after every run, so a long regeneration that stops keeps what it finished.
-        harness.write_golden(NAME, {"repo": REPO, "commit": COMMIT, "files": LINES, "script": SCRIPT,
-                                    "venv": REQUIREMENTS, "model": "SmolLM2-135M-Instruct (headwise asset smollm2)",
-                                    "calibration": calib_config().to_dict()},
-                             [TOKENS], adaptations, outputs)
+        for inputs in ("sequential", "dense"):
+            measured[f"{key}/headwise-{inputs}"] = cached_compare(model, ids, ppl_ids, key, inputs, ref,
+                                                                  outputs["runs"][key])
+            # Written after every comparison, so a long regeneration that stops keeps what it finished.
+            harness.write_golden(NAME, {"repo": REPO, "commit": COMMIT, "files": LINES, "script": SCRIPT,
+                                        "venv": REQUIREMENTS,
+                                        "model": "SmolLM2-135M-Instruct (headwise asset smollm2)",
+                                        "calibration": calib_config().to_dict()},
+                                 [TOKENS], adaptations, outputs)
 
 
 if __name__ == "__main__":
