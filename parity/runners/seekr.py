@@ -9,7 +9,6 @@ import argparse
 import importlib.machinery
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 import types
@@ -278,5 +277,4 @@ result = {"runs": [importance_run(q) for q in payload["query_budgets"]], "schedu
                        if k in ("past_task_ratio", "replay_cycle", "logits_distill_weight", "attns_distill_weight",
                                 "attn_layer_budget", "attn_head_budget", "attn_query_budget")},
           "script": script_values()}
-os.environ.pop("MASTER_ADDR", None)
 print(json.dumps(result))

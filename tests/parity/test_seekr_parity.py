@@ -8,6 +8,7 @@ after it and before "mixed", C after "mixed", D the student of the replay steps)
 
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -156,7 +157,7 @@ def test_budgets_and_query_rows(golden):
     assert paper.query_budget == script["attn_query_budget"] == 0
     for task, lengths in ((t, t["lengths"]) for t in golden["outputs"]["runs"][1]["tasks"]):
         for rows, n in zip(task["queries"], lengths):
-            ours = query_rows(n, 10, __import__("random").Random(0), resample=True)
+            ours = query_rows(n, 10, random.Random(0), resample=True)
             assert len(rows) == len(ours) == 10 and all(0 <= q < n for q in rows)
             assert (len(set(rows)) == 10) == (n >= 10) == (len(set(ours)) == 10)
 
