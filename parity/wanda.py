@@ -9,8 +9,8 @@ on SmolLM2-135M-Instruct (headwise's offline asset) at 50% unstructured and at 2
 calibration tokens: parity/inputs/wanda_tokens.safetensors, built once by headwise's calibration
 (`CalibConfig` below: wiki-en train windows) with held-out windows of the wiki-en test split for perplexity.
 headwise then prunes the same model on the same tokens, sequentially (the faithful preset: `inputs =
-"sequential"`, `rounding = "floor"`, `sparsegpt_mask = "block"`) and one-shot from the dense model (the default
-`inputs` and `sparsegpt_mask`, floor rounding), at 2:4 with `pattern = "2:4"`, and every pruned model is scored
+"sequential"`, `rounding = "floor"`) and one-shot from the dense model (the default `inputs`, floor rounding),
+at 2:4 with `pattern = "2:4"`, and every pruned model is scored
 by headwise's `perplexity` on the held-out windows. headwise's figures are cached per run under
 parity/.venvs/headwise-outputs/, keyed by the tokens and the source of headwise.compress.
 
@@ -167,12 +167,16 @@ def pattern_of(key: str) -> str:
     return f"{n}:{m}" if n else "unstructured"
 
 
-def headwise_prune(model, ids: torch.Tensor, method: str, inputs: str, ratio: float = 0.5,
+# headwise's modes compared with the reference: "sequential" (the faithful preset) and "dense" (the default).
+MODES = ("sequential", "dense")
+
+
+def headwise_prune(model, ids: torch.Tensor, method: str, mode: str, ratio: float = 0.5,
                    blocks: int | None = None, pattern: str = "unstructured"):
-    """headwise's pruner on the same tokens: (its pruner, with the model pruned; seconds). `inputs` "sequential"
-    prunes block after block with SparseGPT's block mask, as the reference (the faithful preset); "dense" collects
-    the statistics once on the dense model, with the default row mask. `blocks`: prune only the first ones (a
-    test's shortcut: a block's sequential masks depend on the blocks before it)."""
+    """headwise's pruner on the same tokens: (its pruner, with the model pruned; seconds). `mode` (MODES)
+    "sequential" prunes block after block, as the reference (the faithful preset); "dense" collects the statistics
+    once on the dense model. `blocks`: prune only the first ones (a test's shortcut: a block's sequential masks
+    depend on the blocks before it)."""
     from headwise.compress import sequential
     from headwise.compress.calibration import Calibration, Recorder, block_linears, dense_logp
     from headwise.compress.objectives import PRUNERS
@@ -180,14 +184,14 @@ def headwise_prune(model, ids: torch.Tensor, method: str, inputs: str, ratio: fl
     n = len(block_linears(model))
     ratios = [ratio if blocks is None or b < blocks else 0.0 for b in range(n)]
     t0 = time.perf_counter()
-    if inputs == "sequential":
+    if mode == "sequential":
         # One window per call, as the reference: a batch of 4 rounds the block outputs differently.
-        pruner = sequential.prune(model, ids, ratios, method, "floor", 1, pattern, "block")
+        pruner = sequential.prune(model, ids, ratios, method, "floor", 1, pattern)
     else:
         with Recorder(block_linears(model), method == "sparsegpt") as rec:
             dense_logp(model, ids, 4)
         calib = Calibration(ids, torch.empty(0), rec.norms(), torch.empty(0), rec.hessians())
-        pruner = PRUNERS[method](model, calib, "floor", pattern, "row")
+        pruner = PRUNERS[method](model, calib, "floor", pattern)
         pruner.apply(ratios)
     return pruner, time.perf_counter() - t0
 
@@ -300,7 +304,7 @@ def main() -> None:
         outputs["runs"][key] = {"seconds": round(got["seconds"], 2), "ppl": ppl(model, ppl_ids), **mask_summary(ref)}
         set_weights(model, dense)
         print(f"{key}: reference {got['seconds']:.1f} s, ppl {outputs['runs'][key]['ppl']:.4f}", flush=True)
-        for inputs in ("sequential", "dense"):
+        for inputs in MODES:
             measured[f"{key}/headwise-{inputs}"] = cached_compare(model, ids, ppl_ids, key, inputs, ref,
                                                                   outputs["runs"][key])
             # Written after every comparison, so a long regeneration that stops keeps what it finished.

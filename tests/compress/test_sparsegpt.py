@@ -87,6 +87,15 @@ def test_masks_and_updates_match_a_straightforward_reimplementation(calibrate, l
             assert ((w == 0).reshape(len(w), -1, 4).sum(-1) == 2).all()
 
 
+def test_the_default_mask_is_the_references_block_threshold_and_old_records_keep_the_row_mask():
+    """lib/sparsegpt.py:84-86 is the default (it cost less perplexity, docs/parity.md); a calibration record
+    written before `pattern` and `sparsegpt_mask` existed reads back with the row mask it ran with."""
+    assert CalibConfig().sparsegpt_mask == "block"
+    old = {k: v for k, v in CalibConfig(method="sparsegpt").to_dict().items() if k not in ("pattern", "sparsegpt_mask")}
+    assert CalibConfig.from_dict(old).sparsegpt_mask == "row"
+    assert CalibConfig.from_dict(CalibConfig().to_dict()).sparsegpt_mask == "block"
+
+
 def test_the_faithful_hessian_is_the_references_running_mean(calibrate, linear_inputs):
     """locuslab/wanda lib/sparsegpt.py:27-38 folds each window into H * n / (n + 1) + 2 / (n + 1) X^T X: the mean
     over windows of 2 X^T X, seq_len times headwise's per-token mean."""
@@ -101,10 +110,10 @@ def test_the_faithful_hessian_is_the_references_running_mean(calibrate, linear_i
             torch.testing.assert_close(h, calib.hessians[b][name] * seq_len, rtol=1e-4, atol=1e-4)
 
 
-def test_every_row_loses_exactly_its_share(calibrate):
+def test_the_row_mask_gives_every_row_exactly_its_share(calibrate):
     model, calib = calibrate("llama", method="sparsegpt")
     ratios = [0.37, 0.81]
-    achieved = SparseGPTPruner(model, calib.hessians).apply(ratios)
+    achieved = SparseGPTPruner(model, calib.hessians, mask="row").apply(ratios)
     for (b, _), w in weights(model).items():
         assert ((w == 0).sum(1) == round(ratios[b] * w.shape[1])).all()
     assert abs(achieved - sum(ratios) / 2) < 0.02
@@ -123,13 +132,16 @@ def test_hessians_are_shared_by_linears_with_one_input_and_survive_the_cache(cal
 
 def test_restore_is_exact_and_unchanged_blocks_are_not_recomputed(calibrate, monkeypatch):
     model, calib = calibrate("llama", method="sparsegpt")
-    calls = []
+    calls, factors = [], []
     monkeypatch.setattr(sparsegpt, "prune", lambda *a, _real=sparsegpt.prune, **k: calls.append(1) or _real(*a, **k))
+    monkeypatch.setattr(sparsegpt, "inverse_factor",
+                        lambda *a, _real=sparsegpt.inverse_factor, **k: factors.append(1) or _real(*a, **k))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pruner = SparseGPTPruner(model, calib.hessians)
     pruner.apply([0.5, 0.9])
-    per_block = len(calls) // 2  # q/k/v, o, gate/up, down: one shared Hessian each
-    assert per_block == 4
+    per_block = len(calls) // 2  # the block mask thresholds each linear alone: 7 per block
+    assert per_block == 7
+    assert len(factors) == 2 * 4  # q/k/v, o, gate/up, down: one shared Hessian, one factorisation each
     pruner.apply([0.2, 0.9])
     assert len(calls) == 3 * per_block  # only block 0 changed
     pruned = weights(model)

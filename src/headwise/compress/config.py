@@ -1,8 +1,7 @@
 """Settings of UniCuCo's calibration, fitting and serving (recorded in run directories and StratNets).
 
-Presets: `faithful` prunes as locuslab/wanda does: it counts the weights pruned per row with `int()`, takes each
-block's statistics on the outputs of the blocks pruned before it, and chooses SparseGPT's mask per column block
-(docs/unicuco.md, docs/parity.md).
+Presets: `faithful` prunes as locuslab/wanda does: it counts the weights pruned per row with `int()` and takes each
+block's statistics on the outputs of the blocks pruned before it (docs/unicuco.md, docs/parity.md).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from headwise.errors import HeadwiseError
 SPACES = ("unstructured", "depth")
 ROUNDINGS = ("nearest", "floor")
 INPUTS = ("dense", "sequential")
-SPARSEGPT_MASKS = ("row", "block")
+SPARSEGPT_MASKS = ("block", "row")
 MAX_SPARSITY = 0.95
 
 
@@ -69,9 +68,11 @@ class CalibConfig(Settings):
             weights of a row, the N lowest-scored are pruned (the reference's prune_n:prune_m, NVIDIA's 2:4
             sparse tensor cores). It fixes a pruned block's sparsity at N/M, so it is for uniform pruning
             (`compress prune`); `fit`, which searches per-block ratios, refuses it.
-        sparsegpt_mask: how SparseGPT picks an unstructured mask at each block of 128 columns: "row" (each row's
-            lowest-cost weights, so every row gets exactly its count) or "block" (locuslab/wanda's one threshold
-            over the block of a linear, lib/sparsegpt.py:84-86, rows differ; the `faithful` preset).
+        sparsegpt_mask: how SparseGPT picks an unstructured mask at each block of 128 columns: "block"
+            (locuslab/wanda's one threshold over the block of a linear, lib/sparsegpt.py:84-86, so rows differ) or
+            "row" (each row's lowest-cost weights, every row exactly its count: headwise's choice until
+            2026-12-05, which cost 11% held-out perplexity on SmolLM2 at 50%; docs/parity.md). Records written
+            before the field existed read back as "row", so old runs resume as they ran.
     """
 
     data: str = "wiki-en"
@@ -83,9 +84,14 @@ class CalibConfig(Settings):
     rounding: str = "nearest"
     inputs: str = "dense"
     pattern: str = "unstructured"
-    sparsegpt_mask: str = "row"
+    sparsegpt_mask: str = "block"
 
-    PRESETS = {"faithful": {"rounding": "floor", "inputs": "sequential", "sparsegpt_mask": "block"}}
+    PRESETS = {"faithful": {"rounding": "floor", "inputs": "sequential"}}
+
+    @classmethod
+    def upgrade(cls, record: dict) -> dict:
+        """Older records chose SparseGPT's mask row by row: they keep that."""
+        return {"sparsegpt_mask": "row", **record} if "pattern" not in record else dict(record)
 
     def validate(self) -> None:
         check_method(self.method)

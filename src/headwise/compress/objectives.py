@@ -53,15 +53,15 @@ def mean_kl(model, ids: torch.Tensor, dense_logp: torch.Tensor, batch_size: int 
 # pattern, SparseGPT mask) -> a pruner with apply(ratios) / restore(). `--method` and the StratNet's recorded
 # method read this table.
 PRUNERS: dict[str, Callable] = {
-    "wanda": lambda model, calib, rounding, pattern="unstructured", mask="row":
+    "wanda": lambda model, calib, rounding, pattern="unstructured", mask="block":
         WandaPruner(model, calib.norms, rounding, pattern),
-    "sparsegpt": lambda model, calib, rounding, pattern="unstructured", mask="row":
+    "sparsegpt": lambda model, calib, rounding, pattern="unstructured", mask="block":
         SparseGPTPruner(model, calib.hessians, rounding=rounding, mask=mask, pattern=pattern),
 }
 
 
 def make_pruner(model, calib: Calibration, space: str = "unstructured", method: str = "wanda",
-                rounding: str = "nearest", pattern: str = "unstructured", mask: str = "row"):
+                rounding: str = "nearest", pattern: str = "unstructured", mask: str = "block"):
     """The one place that picks the pruner: blocks removed (depth), or per-block ratios applied by the registered
     `method` from the cached statistics (unstructured)."""
     check_space(space)
@@ -86,13 +86,13 @@ class Evaluator:
         inputs: "dense" (the cached statistics serve every strategy) or "sequential" (each strategy is pruned
             block after block from the pruned blocks' outputs, `sequential.prune`; `CalibConfig.inputs`).
         pattern: "unstructured" or "N:M" (`CalibConfig.pattern`).
-        mask: SparseGPT's mask choice, "row" or "block" (`CalibConfig.sparsegpt_mask`).
+        mask: SparseGPT's mask choice, "block" or "row" (`CalibConfig.sparsegpt_mask`).
     """
 
     def __init__(self, model, calib: Calibration, space: str = "unstructured", batch_size: int = 2,
                  method: str = "wanda", heldout: tuple[torch.Tensor, torch.Tensor] | None = None,
                  rounding: str = "nearest", inputs: str = "dense", pattern: str = "unstructured",
-                 mask: str = "row"):
+                 mask: str = "block"):
         self.model, self.calib, self.space, self.batch_size = model, calib, space, batch_size
         self.heldout = heldout
         self.method, self.rounding, self.pattern, self.mask = method, rounding, pattern, mask

@@ -69,7 +69,7 @@ def _run_block(layer, hidden: list[torch.Tensor], calls: list[tuple]) -> list[to
 
 @torch.no_grad()
 def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str = "nearest",
-          batch_size: int = 2, pattern: str = "unstructured", mask: str = "row") -> BlockPruner:
+          batch_size: int = 2, pattern: str = "unstructured", mask: str = "block") -> BlockPruner:
     """Prune `model` in place to per-block `ratios`, block after block, each from statistics on the outputs of
     the blocks pruned before it.
 
@@ -81,7 +81,7 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
         rounding: how a ratio becomes a count of pruned weights per row (`Linear.pruned_per_row`).
         batch_size: windows per forward pass.
         pattern: "unstructured" or "N:M" (`CalibConfig.pattern`).
-        mask: SparseGPT's mask choice, "row" or "block" (`CalibConfig.sparsegpt_mask`).
+        mask: SparseGPT's mask choice, "block" or "row" (`CalibConfig.sparsegpt_mask`).
 
     Returns:
         the pruner, with the model pruned; its `restore()` puts the dense weights back.
