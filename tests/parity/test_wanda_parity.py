@@ -1,8 +1,10 @@
-"""Wanda and SparseGPT against locuslab/wanda (golden from parity/wanda.py) on SmolLM2 at 50%, the golden's
-calibration tokens: one test per row of docs/parity.md.
+"""Wanda and SparseGPT against locuslab/wanda (golden from parity/wanda.py) on SmolLM2 at 50% and at 2:4, the
+golden's calibration tokens: one test per row of docs/parity.md.
 
 - headwise's sequential mode (the faithful preset) gives the reference's Wanda masks and perplexity;
-- the default one-shot mode's difference is the one measured when the golden was written (docs/parity.md).
+- the default one-shot mode's difference is the one measured when the golden was written (docs/parity.md);
+- SparseGPT and the 2:4 runs take minutes to tens of minutes in full, so CI reruns their first two blocks and
+  compares them with the golden's figures for those blocks.
 
 The masks compared are the golden's sampled rows (`parity.wanda.SAMPLE_ROWS` per linear), the zeros per linear
 all of them.
@@ -62,3 +64,43 @@ def test_one_shot_wanda_differs_by_the_measured_amount(smollm2, golden, tokens):
     assert sampled_agreement(ours, golden["runs"]["wanda-50"]) == pytest.approx(measured["sampled_agreement"],
                                                                                abs=0.002)
 
+
+
+def first_blocks_agreement(model, ids, golden, key, inputs, blocks=2) -> float:
+    """headwise's sampled masks of the first `blocks` blocks against the reference run `key`'s: a sequential
+    block's masks depend only on the blocks before it, a one-shot block's on the dense model, so pruning only
+    those blocks gives the full run's masks there in seconds."""
+    pruner, _ = pw.headwise_prune(model, ids, pw.RUNS[key][0], inputs, blocks=blocks, pattern=pw.pattern_of(key))
+    try:
+        ours = pw.block_weights(model)
+    finally:
+        pruner.restore()
+    first = [k for k in ours if int(k.split(".")[0]) < blocks]
+    return sampled_agreement(ours, golden["runs"][key], first)
+
+
+@pytest.mark.parametrize("key, inputs", [("sparsegpt-50", "sequential"), ("sparsegpt-50", "dense"),
+                                         ("wanda-2:4", "sequential"), ("wanda-2:4", "dense"),
+                                         ("sparsegpt-2:4", "sequential"), ("sparsegpt-2:4", "dense")])
+def test_first_blocks_agree_as_measured(smollm2, golden, tokens, key, inputs):
+    """The first two blocks of each SparseGPT and 2:4 row of docs/parity.md (the full runs take minutes to tens
+    of minutes; `measured` keeps their figures): the faithful mode at least 99.9%, the default as measured."""
+    measured = golden["measured"].get(f"{key}/headwise-{inputs}")
+    assert measured is not None, f"the golden has no {key}/headwise-{inputs} row; regenerate it with parity/wanda.py"
+    model, _ = smollm2
+    got = first_blocks_agreement(model, tokens[0], golden, key, inputs)
+    assert got == pytest.approx(measured["sampled_agreement_first_blocks"], abs=0.002)
+    if inputs == "sequential":
+        assert got >= 0.999
+
+
+@pytest.mark.parametrize("key", ["wanda-2:4", "sparsegpt-2:4"])
+def test_the_references_2_4_masks_have_two_zeros_in_every_group_of_four(smollm2, golden, key):
+    """The invariant headwise's N:M pattern keeps (tests/compress/test_nm_pattern.py), read off the reference's
+    own masks (lib/prune.py:169-174, lib/sparsegpt.py:94-96): half of every linear, two of every four sampled."""
+    model, _ = smollm2
+    run = golden["runs"][key]
+    shapes = {k: tuple(w.shape) for k, w in pw.block_weights(model).items()}
+    for k, mask in pw.sampled_masks(run, shapes).items():
+        assert (mask.reshape(len(mask), -1, 4).sum(-1) == 2).all(), k
+        assert 2 * run["layers"][k]["zeros"] == shapes[k][0] * shapes[k][1], k
