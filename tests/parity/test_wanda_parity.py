@@ -83,13 +83,16 @@ def first_blocks_agreement(model, ids, golden, key, inputs, blocks=2) -> float:
                                          ("wanda-2:4", "sequential"), ("wanda-2:4", "dense"),
                                          ("sparsegpt-2:4", "sequential"), ("sparsegpt-2:4", "dense")])
 def test_first_blocks_agree_as_measured(smollm2, golden, tokens, key, inputs):
-    """The first two blocks of each SparseGPT and 2:4 row of docs/parity.md (the full runs take minutes to tens
-    of minutes; `measured` keeps their figures): the faithful mode at least 99.9%, the default as measured."""
+    """The first blocks of each SparseGPT and 2:4 row of docs/parity.md (the full runs take minutes to tens of
+    minutes; `measured` keeps their figures): two for Wanda, one for SparseGPT (tens of seconds a block on CPU);
+    the faithful mode at least 99.9%, the default as measured."""
     measured = golden["measured"].get(f"{key}/headwise-{inputs}")
     assert measured is not None, f"the golden has no {key}/headwise-{inputs} row; regenerate it with parity/wanda.py"
     model, _ = smollm2
-    got = first_blocks_agreement(model, tokens[0], golden, key, inputs)
-    assert got == pytest.approx(measured["sampled_agreement_first_blocks"], abs=0.002)
+    blocks = 1 if pw.RUNS[key][0] == "sparsegpt" else 2
+    got = first_blocks_agreement(model, tokens[0], golden, key, inputs, blocks)
+    expected = measured["sampled_agreement_first_blocks"] if blocks == 2 else measured["agreement_per_block"][0]
+    assert got == pytest.approx(expected, abs=0.002)
     if inputs == "sequential":
         assert got >= 0.999
 
@@ -97,10 +100,15 @@ def test_first_blocks_agree_as_measured(smollm2, golden, tokens, key, inputs):
 @pytest.mark.parametrize("key", ["wanda-2:4", "sparsegpt-2:4"])
 def test_the_references_2_4_masks_have_two_zeros_in_every_group_of_four(smollm2, golden, key):
     """The invariant headwise's N:M pattern keeps (tests/compress/test_nm_pattern.py), read off the reference's
-    own masks (lib/prune.py:169-174, lib/sparsegpt.py:94-96): half of every linear, two of every four sampled."""
+    own masks (lib/prune.py:169-174, lib/sparsegpt.py:94-96): two pruned of every four sampled, half of every
+    linear; weights that were zero in the dense model add to the zeros."""
     model, _ = smollm2
     run = golden["runs"][key]
-    shapes = {k: tuple(w.shape) for k, w in pw.block_weights(model).items()}
+    dense = pw.block_weights(model)
+    shapes = {k: tuple(w.shape) for k, w in dense.items()}
+    dense_zero = pw.sampled_masks(dense, shapes)
     for k, mask in pw.sampled_masks(run, shapes).items():
-        assert (mask.reshape(len(mask), -1, 4).sum(-1) == 2).all(), k
-        assert 2 * run["layers"][k]["zeros"] == shapes[k][0] * shapes[k][1], k
+        assert ((mask & ~dense_zero[k]).reshape(len(mask), -1, 4).sum(-1) <= 2).all(), k
+        assert (mask.reshape(len(mask), -1, 4).sum(-1) >= 2).all(), k
+        half = shapes[k][0] * shapes[k][1] // 2
+        assert half <= run["layers"][k]["zeros"] <= half + int((dense[k] == 0).sum()), k
