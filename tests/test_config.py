@@ -114,8 +114,8 @@ def test_the_real_configs_validate_and_upgrade_what_the_release_recorded():
     old["alpha"] = old.pop("kd_weight")
     assert CLConfig.from_dict({**old, "alpha": 0.3, "faithful": False}) == CLConfig(kd_weight=0.3)
     faithful = {**old, "faithful": True, "replay_sampling": "first", "query_budget": 0, "logit_topk": 0}
-    # importance_padding came after them: those runs scored importance unpadded, and resume so.
-    assert CLConfig.from_dict(faithful) == CLConfig.resolve("faithful", {"importance_padding": "none"})
+    # importance_padding came later and reads as the preset's, so the release's --faithful command resumes its run.
+    assert CLConfig.from_dict(faithful) == CLConfig.resolve("faithful")
     assert CalibConfig.resolve("faithful").rounding == "floor" and CalibConfig().rounding == "nearest"
     assert VHRConfig.resolve("no-outlier-rule") == VHRConfig(outlier_rule=False)
     assert VHRConfig.resolve("paper") == VHRConfig()  # the paper's setting is the default

@@ -141,13 +141,14 @@ class CLConfig(Settings):
     @classmethod
     def upgrade(cls, record: dict[str, Any]) -> dict[str, Any]:
         """Releases up to 0.1.0 named the logit-distillation weight `alpha` (now `kd_weight`, so that --alpha means
-        VHR's scale alone) and recorded `faithful: true` for what the `faithful` preset's fields say now, but for
-        importance_padding, which came later: those runs scored their importance unpadded, and resume so."""
+        VHR's scale alone) and recorded `faithful: true` for what the `faithful` preset's fields say now. Fields the
+        preset gained later (importance_padding) read as the preset's too, so that the release's `--faithful`
+        command finds its run (tests/test_resume.py); a run resumed mid-sequence continues with them."""
         record = dict(record)
         if "alpha" in record and "kd_weight" not in record:
             record["kd_weight"] = record.pop("alpha")
         if record.pop("faithful", False):
-            record = {**FAITHFUL, "importance_padding": "none", **record}
+            record = {**FAITHFUL, **record}
         return record
 
     def epochs_for(self, task_index: int, num_tasks: int) -> int:

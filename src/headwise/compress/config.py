@@ -72,7 +72,8 @@ class CalibConfig(Settings):
             (locuslab/wanda's one threshold over the block of a linear, lib/sparsegpt.py:84-86, so rows differ) or
             "row" (each row's lowest-cost weights, every row exactly its count: headwise's choice until
             2026-12-05, which cost 11% held-out perplexity on SmolLM2 at 50%; docs/parity.md). Records written
-            before the field existed read back as "row", so old runs resume as they ran.
+            before the field existed read back with the default, as every new field, so that their commands
+            still find their runs (tests/test_resume.py); a fit resumed then evaluates with the block mask.
     """
 
     data: str = "wiki-en"
@@ -87,11 +88,6 @@ class CalibConfig(Settings):
     sparsegpt_mask: str = "block"
 
     PRESETS = {"faithful": {"rounding": "floor", "inputs": "sequential"}}
-
-    @classmethod
-    def upgrade(cls, record: dict) -> dict:
-        """Older records chose SparseGPT's mask row by row: they keep that."""
-        return {"sparsegpt_mask": "row", **record} if "pattern" not in record else dict(record)
 
     def validate(self) -> None:
         check_method(self.method)
