@@ -64,6 +64,9 @@ def exp(name, files, command, main=None, config=None, rebuild=None, what=None, s
 CL_CLAIM = ("headwise cl table --model smollm2 --lora --lr 1e-3 --batch-size 4 --max-len 112 --max-new-tokens 12 "
             "--eval-batch-size 16 --wiki-train 500 --wiki-test 50 --tasks 3 --seeds 0,1,2 --jobs 2 "
             "--methods seqft,replay@0.01,replay@0.1,derpp@0.01,seekr@0.01,seekr@0.01:lam=7 --out runs/seekr-claim")
+CL_PAPER_CLAIM = ("headwise cl table --model smollm2 --preset paper --batch-size 8 --effective-batch 16 --max-len 112 "
+                  "--max-new-tokens 12 --eval-batch-size 32 --wiki-train 100 --wiki-test 500 --tasks 3 --seeds 0,1,2 "
+                  "--jobs 2 --methods seqft,replay@0.01,replay@0.1,seekr@0.01 --out runs/seekr-paper-claim")
 EXPERIMENTS = {
     "": [
         exp("hook_overhead", ["hook_overhead.json"], ["python benchmarks/hook_overhead.py"], "hook_overhead.json",
@@ -129,6 +132,13 @@ EXPERIMENTS = {
          "--out runs/seekr-paper-pilot"],
         "results.json", rebuild="loss parts: " + REPORT.format(UNPACK.format("seekr_paper_pilot"),
                                                                "seekr_paper_pilot"))],
+    "seekr_paper_claim": [exp(
+        "seekr_paper_claim", ["*"], [CL_PAPER_CLAIM], config="config.yaml",
+        rebuild="the cells finished so far (the table is computed in parts): cp -r benchmarks/results/seekr_paper_claim "
+                "runs/seekr-paper-claim, then the command runs only the cells not here; loss parts of a cell: "
+                + REPORT.format(UNPACK.format("seekr_paper_claim"), "seekr_paper_claim/CELL"),
+        what={"*/results.json": "the cell's results (score matrix, OP/BWT/FWT, op_se, timing)",
+              "base-rows/*.json": "the untrained model's row, shared by the cells (headwise.cl.shared_base)"})],
     "unicuco_bench_gemma3-270m_parts": [exp(
         "unicuco_bench_gemma3-270m_parts", ["*"],
         ["OMP_NUM_THREADS=1 python benchmarks/unicuco_requests.py --model gemma3-270m --windows 4 --requests 64 "
