@@ -195,8 +195,10 @@ class Continual:
         if self.state["base"] is None:
             self.state["base"] = self._base_row()
             self._save_state()
-        elif self.main and "base" in self.state.get("item_scores", {}) and self._base_path() is not None:
-            shared_base.store(self._base_path(), self._base_record())
+        elif self.main and "base" in self.state.get("item_scores", {}):
+            path = self._base_path()  # a resumed cell offers its row to the cells that still need it
+            if path is not None:
+                shared_base.store(path, self._base_record())
         for t in range(progress["task"], len(self.tasks)):
             task = self.tasks[t]
             done = self.state["done"].setdefault(task.name, [])
