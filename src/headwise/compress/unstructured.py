@@ -42,6 +42,11 @@ class Linear:
     dense: torch.Tensor  # a copy of the dense weight, in the module's own layout
     conv1d: bool         # GPT-2's Conv1D stores [in, out]
 
+    @classmethod
+    def of(cls, name: str, mod: nn.Module, copy: bool = True) -> "Linear":
+        """The prunable view of a linear module; `copy=False` shares its weight (enough to read shapes)."""
+        return cls(name, mod, mod.weight.data.clone() if copy else mod.weight.data, type(mod).__name__ == "Conv1D")
+
     def out_in(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor of the module's layout as [out, in] (or back: the transpose is its own inverse)."""
         return t.t() if self.conv1d else t
@@ -71,7 +76,7 @@ def check_pattern(model, pattern: str) -> None:
     nm = nm_pattern(pattern)
     for b, linears in enumerate(block_linears(model) if nm else []):
         for name, mod in linears:
-            width = mod.weight.shape[0 if type(mod).__name__ == "Conv1D" else 1]
+            width = Linear.of(name, mod, copy=False).in_features
             if width % nm[1]:
                 raise HeadwiseError(f"the {pattern} pattern needs input widths divisible by {nm[1]}, but block {b} "
                                     f"linear {name!r} has {width} inputs.")
@@ -96,7 +101,7 @@ class BlockPruner:
         self.rounding = rounding  # how a ratio becomes a count of pruned weights per row (`Linear.pruned_per_row`)
         self.nm = nm_pattern(pattern)
         self.blocks: list[list[Linear]] = [
-            [Linear(name, mod, mod.weight.data.clone(), type(mod).__name__ == "Conv1D") for name, mod in linears]
+            [Linear.of(name, mod) for name, mod in linears]
             for linears in block_linears(model)]
         self.current = [0.0] * len(self.blocks)
         check_pattern(model, pattern)
