@@ -29,7 +29,7 @@ demo: assets
 	$(BIN)/headwise demo
 
 test: assets
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

@@ -188,12 +188,34 @@ def headwise_prune(model, ids: torch.Tensor, method: str, mode: str, ratio: floa
         # One window per call, as the reference: a batch of 4 rounds the block outputs differently.
         pruner = sequential.prune(model, ids, ratios, method, "floor", 1, pattern)
     else:
-        with Recorder(block_linears(model), method == "sparsegpt") as rec:
-            dense_logp(model, ids, 4)
-        calib = Calibration(ids, torch.empty(0), rec.norms(), torch.empty(0), rec.hessians())
+        if blocks is None:
+            with Recorder(block_linears(model), method == "sparsegpt") as rec:
+                dense_logp(model, ids, 4)
+            calib = Calibration(ids, torch.empty(0), rec.norms(), torch.empty(0), rec.hessians())
+        else:
+            # The first blocks' one-shot statistics without the rest of the dense pass: the same batches of 4
+            # through the same dense blocks as dense_logp, so the same numbers (tests/parity checks it).
+            calib = first_blocks_statistics(model, ids, method == "sparsegpt", blocks)
         pruner = PRUNERS[method](model, calib, "floor", pattern)
         pruner.apply(ratios)
     return pruner, time.perf_counter() - t0
+
+
+def first_blocks_statistics(model, ids: torch.Tensor, hessians: bool, blocks: int):
+    """One-shot calibration statistics (dense model, batches of 4) of the first `blocks` blocks; the later
+    blocks' are empty, so a pruner may only prune the first ones."""
+    from headwise.compress import sequential
+    from headwise.compress.calibration import Calibration, Recorder, block_linears
+    from headwise.heads.layout import layout
+
+    linears, layers = block_linears(model), layout(model).layers
+    hidden, calls = sequential.block_calls(model, ids, 4, blocks - 1)
+    with Recorder(linears[:blocks], hessians) as rec:
+        for b in range(blocks):
+            hidden = sequential.run_block(layers[b], hidden, calls[b])
+    rest = [{} for _ in linears[blocks:]]
+    return Calibration(ids, torch.empty(0), rec.norms() + rest, torch.empty(0),
+                       rec.hessians() + rest if hessians else None)
 
 
 def ppl(model, ppl_ids: torch.Tensor) -> float:

@@ -10,6 +10,7 @@ from headwise.compress.calibration import block_linears
 from headwise.compress.config import CalibConfig
 from headwise.compress.objectives import Evaluator
 from headwise.errors import HeadwiseError
+from headwise.heads.layout import layout
 from tests.compress.test_pruning import reference_wanda_mask
 
 
@@ -80,3 +81,27 @@ def test_running_mean_is_the_summed_statistic_rounded_as_the_reference(tiny_llam
     for a, b in zip(summed.norms(), running.norms()):
         for name in a:
             assert torch.allclose(a[name], b[name] * n ** 0.5, rtol=1e-5)
+
+
+def test_blocks_after_the_last_pruned_one_are_never_run(tiny_llama):
+    """A strategy whose tail stays dense needs no inputs for the tail: the capturing pass stops at the last pruned
+    block, and the pruned blocks are those of a run that went through every block."""
+    model, calib = tiny_llama
+    last_block = layout(model).layers[-1]
+    calls = []
+    handle = last_block.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        pruner = sequential.prune(model, calib.ids, [0.5, 0.0], "wanda", "floor", batch_size=1)
+    finally:
+        handle.remove()
+    assert calls == []
+    early = weights(model)
+    pruner.restore()
+    hidden, per_block = sequential.block_calls(model, calib.ids, 1, last=0)
+    assert len(per_block[0]) == len(calib.ids) and per_block[1] == []
+    pruner = sequential.prune(model, calib.ids, [0.5, 1e-9], "wanda", "floor", batch_size=1)  # runs block 1
+    try:
+        assert all(torch.equal(w, early[k]) for k, w in weights(model).items() if k[0] == 0)
+    finally:
+        pruner.restore()
+    assert sequential.prune(model, calib.ids, [0.0, 0.0], "wanda").achieved() == 0.0

@@ -3,8 +3,10 @@ golden's calibration tokens: one test per row of docs/parity.md.
 
 - headwise's sequential mode (the faithful preset) gives the reference's Wanda masks and perplexity;
 - the default one-shot mode's difference is the one measured when the golden was written (docs/parity.md);
-- SparseGPT and the 2:4 runs take minutes to tens of minutes in full, so CI reruns their first two blocks and
-  compares them with the golden's figures for those blocks.
+- SparseGPT and the 2:4 runs take minutes to tens of minutes in full, so CI reruns their first blocks and
+  compares them with the golden's figures for those blocks;
+- llmcompressor's runs (golden from parity/llmcompressor.py) agree with the faithful mode's first blocks as
+  much as the golden measured them to agree with locuslab/wanda's (the faithful mode's are locuslab/wanda's).
 
 The masks compared are the golden's sampled rows (`parity.wanda.SAMPLE_ROWS` per linear), the zeros per linear
 all of them.
@@ -45,11 +47,15 @@ def sampled_agreement(ours: dict, run: dict, keys=None) -> float:
     return pw.agreement({k: mine[k] for k in keys}, {k: theirs[k] for k in keys})[0]
 
 
-def test_sequential_wanda_gives_the_reference_masks_and_perplexity(smollm2, golden, tokens):
-    model, _ = smollm2
-    ids, ppl_ids = tokens
+@pytest.fixture(scope="module")
+def wanda_sequential(smollm2, tokens):
+    """headwise's faithful Wanda 50% on every block, and its perplexity (shared: the slowest run here)."""
+    return pruned(smollm2[0], tokens[0], "wanda", "sequential", tokens[1])
+
+
+def test_sequential_wanda_gives_the_reference_masks_and_perplexity(golden, wanda_sequential):
     run = golden["runs"]["wanda-50"]
-    ours, ppl = pruned(model, ids, "wanda", "sequential", ppl_ids)
+    ours, ppl = wanda_sequential
     assert sampled_agreement(ours, run) >= 0.999
     zeros = {k: int((w == 0).sum()) for k, w in ours.items()}
     assert zeros == {k: v["zeros"] for k, v in run["layers"].items()}
@@ -66,31 +72,46 @@ def test_one_shot_wanda_differs_by_the_measured_amount(smollm2, golden, tokens):
 
 
 
-def first_blocks_agreement(model, ids, golden, key, inputs, blocks=2) -> float:
-    """headwise's sampled masks of the first `blocks` blocks against the reference run `key`'s: a sequential
-    block's masks depend only on the blocks before it, a one-shot block's on the dense model, so pruning only
-    those blocks gives the full run's masks there in seconds."""
-    pruner, _ = pw.headwise_prune(model, ids, pw.RUNS[key][0], inputs, blocks=blocks, pattern=pw.pattern_of(key))
-    try:
-        ours = pw.block_weights(model)
-    finally:
-        pruner.restore()
-    first = [k for k in ours if int(k.split(".")[0]) < blocks]
-    return sampled_agreement(ours, golden["runs"][key], first)
+def n_first(key: str) -> int:
+    """Blocks the first-blocks checks prune: two for Wanda, one for SparseGPT (tens of seconds a block on CPU)."""
+    return 1 if pw.RUNS[key][0] == "sparsegpt" else 2
+
+
+def in_first(weights: dict, blocks: int) -> list[str]:
+    return [k for k in weights if int(k.split(".")[0]) < blocks]
+
+
+@pytest.fixture(scope="module")
+def first_blocks(smollm2, tokens):
+    """headwise's weights with only the first `n_first(key)` blocks pruned, per (key, inputs), computed once: a
+    sequential block's masks depend only on the blocks before it, a one-shot block's on the dense model, so
+    pruning only those blocks gives the full run's masks there in seconds."""
+    cache = {}
+
+    def get(key: str, inputs: str) -> dict:
+        if (key, inputs) not in cache:
+            model = smollm2[0]
+            pruner, _ = pw.headwise_prune(model, tokens[0], pw.RUNS[key][0], inputs, blocks=n_first(key),
+                                          pattern=pw.pattern_of(key))
+            try:
+                cache[key, inputs] = pw.block_weights(model)
+            finally:
+                pruner.restore()
+        return cache[key, inputs]
+    return get
 
 
 @pytest.mark.parametrize("key, inputs", [("sparsegpt-50", "sequential"), ("sparsegpt-50", "dense"),
                                          ("wanda-2:4", "sequential"), ("wanda-2:4", "dense"),
                                          ("sparsegpt-2:4", "sequential"), ("sparsegpt-2:4", "dense")])
-def test_first_blocks_agree_as_measured(smollm2, golden, tokens, key, inputs):
+def test_first_blocks_agree_as_measured(golden, first_blocks, key, inputs):
     """The first blocks of each SparseGPT and 2:4 row of docs/parity.md (the full runs take minutes to tens of
-    minutes; `measured` keeps their figures): two for Wanda, one for SparseGPT (tens of seconds a block on CPU);
-    the faithful mode at least 99.9%, the default as measured."""
+    minutes; `measured` keeps their figures): the faithful mode at least 99.9%, the default as measured."""
     measured = golden["measured"].get(f"{key}/headwise-{inputs}")
     assert measured is not None, f"the golden has no {key}/headwise-{inputs} row; regenerate it with parity/wanda.py"
-    model, _ = smollm2
-    blocks = 1 if pw.RUNS[key][0] == "sparsegpt" else 2
-    got = first_blocks_agreement(model, tokens[0], golden, key, inputs, blocks)
+    blocks = n_first(key)
+    ours = first_blocks(key, inputs)
+    got = sampled_agreement(ours, golden["runs"][key], in_first(ours, blocks))
     expected = measured["sampled_agreement_first_blocks"] if blocks == 2 else measured["agreement_per_block"][0]
     assert got == pytest.approx(expected, abs=0.002)
     if inputs == "sequential":
@@ -112,3 +133,22 @@ def test_the_references_2_4_masks_have_two_zeros_in_every_group_of_four(smollm2,
         assert (mask.reshape(len(mask), -1, 4).sum(-1) >= 2).all(), k
         half = shapes[k][0] * shapes[k][1] // 2
         assert half <= run["layers"][k]["zeros"] <= half + int((dense[k] == 0).sum()), k
+
+
+@pytest.mark.parametrize("key", list(pw.RUNS))
+def test_llmcompressor_agrees_with_the_faithful_mode_as_with_the_reference(golden, first_blocks, wanda_sequential,
+                                                                          key):
+    """llmcompressor 0.14.0.1's run `key` (parity/goldens/llmcompressor.json) against headwise's faithful mode on
+    the first blocks: as much agreement as the golden measured between llmcompressor and locuslab/wanda there
+    (the faithful mode's masks are locuslab/wanda's, tested above), and the same linears identical."""
+    llmc = load_golden("llmcompressor", "llmcompressor.py")["outputs"]["runs"].get(key)
+    assert llmc is not None, f"the llmcompressor golden has no {key} run; regenerate it with parity/llmcompressor.py"
+    blocks = n_first(key)
+    ours = wanda_sequential[0] if key == "wanda-50" else first_blocks(key, "sequential")
+    first = in_first(ours, blocks)
+    per_block = llmc["vs_locuslab"]["agreement_per_block"][:blocks]
+    assert sampled_agreement(ours, llmc, first) == pytest.approx(sum(per_block) / blocks, abs=0.002)
+    got = pw.mask_summary({k: ours[k] for k in first})["layers"]
+    ref = golden["runs"][key]["layers"]
+    assert {k for k in first if got[k]["sha256"] == llmc["layers"][k]["sha256"]} == \
+        {k for k in first if ref[k]["sha256"] == llmc["layers"][k]["sha256"]}

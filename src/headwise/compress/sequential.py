@@ -23,15 +23,18 @@ from headwise.heads.layout import layout
 
 
 class _Stop(Exception):
-    """Raised by the last block's hook: the dense pass that captures the blocks' calls need not go further."""
+    """Raised by the last wanted block's hook: the dense pass that captures the blocks' calls need not go on."""
 
 
 @torch.no_grad()
-def block_calls(model, ids: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], list[list[tuple]]]:
+def block_calls(model, ids: torch.Tensor, batch_size: int,
+                last: int | None = None) -> tuple[list[torch.Tensor], list[list[tuple]]]:
     """(the first block's hidden-state input per batch, per block and batch the other (args, kwargs) it is called
     with): attention masks, rotary embeddings and positions, which do not depend on the weights being pruned.
-    Recorded per block because some families give blocks different masks (Gemma 3's sliding windows)."""
+    Recorded per block because some families give blocks different masks (Gemma 3's sliding windows). With
+    `last`, the pass stops at block `last`, and later blocks' lists stay empty."""
     layers = layout(model).layers
+    last = len(layers) - 1 if last is None else last
     device = next(model.parameters()).device
     hidden: list[torch.Tensor] = []
     calls: list[list[tuple]] = [[] for _ in layers]
@@ -42,7 +45,7 @@ def block_calls(model, ids: torch.Tensor, batch_size: int) -> tuple[list[torch.T
         if b == 0:
             hidden.append(h)
         calls[b].append((args[1:], kwargs))
-        if b == len(layers) - 1:
+        if b == last:
             raise _Stop
 
     handles = [layer.register_forward_pre_hook(lambda m, a, k, b=b: hook(m, a, k, b), with_kwargs=True)
@@ -59,7 +62,8 @@ def block_calls(model, ids: torch.Tensor, batch_size: int) -> tuple[list[torch.T
     return hidden, calls
 
 
-def _run_block(layer, hidden: list[torch.Tensor], calls: list[tuple]) -> list[torch.Tensor]:
+def run_block(layer, hidden: list[torch.Tensor], calls: list[tuple]) -> list[torch.Tensor]:
+    """Block `layer`'s outputs on each batch's hidden states, called as `block_calls` recorded it."""
     outs = []
     for h, (args, kwargs) in zip(hidden, calls):
         out = layer(h, *args, **kwargs)
@@ -97,17 +101,22 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
     pruner = PRUNERS[method](model, Calibration(ids, torch.empty(0), norms, torch.empty(0), hessians), rounding,
                              pattern, mask)
     try:
-        hidden, calls = block_calls(model, ids, batch_size)
+        # Blocks after the last one pruned stay dense and need no inputs.
+        last = max((b for b, r in enumerate(ratios) if r > 0), default=-1)
+        if last < 0:
+            pruner.apply(ratios)  # nothing to prune: the pruner is left as after any other apply
+            return pruner
+        hidden, calls = block_calls(model, ids, batch_size, last)
         for b, layer in enumerate(layout(model).layers):
             with Recorder([linears[b]], hessians is not None, running_mean=True) as recorder:
-                _run_block(layer, hidden, calls[b])
+                run_block(layer, hidden, calls[b])
             norms[b].update(recorder.norms()[0])
             if hessians is not None:
                 hessians[b].update(recorder.hessians()[0])
             pruner.apply(ratios[:b + 1] + [0.0] * (len(linears) - b - 1))
             if not any(ratios[b + 1:]):
                 break  # the blocks after this one stay dense: their inputs are not needed
-            hidden = _run_block(layer, hidden, calls[b])
+            hidden = run_block(layer, hidden, calls[b])
     except BaseException:
         pruner.restore()  # a half-pruned model must not outlive the error
         raise
