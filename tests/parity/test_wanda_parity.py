@@ -13,11 +13,22 @@ all of them.
 """
 
 import pytest
+import torch
 
 from parity import wanda as pw
 from parity.harness import load_golden
 
 pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    """The goldens were made with 2 BLAS threads, the reference's and headwise's runs alike, and SparseGPT's masks
+    depend on the thread count (docs/parity.md); the suite may have set another (tests/cl runs on 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
