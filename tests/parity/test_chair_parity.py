@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from headwise.eval import chair, chair_original
+from parity import chair as parity_chair
 from parity.harness import INPUTS, load_golden
 
 CAPTIONS = INPUTS / "chair_captions.jsonl"
@@ -58,9 +59,12 @@ def test_compat_original_rules_and_metrics_from_the_references_lemmas(rows, anno
     assert_same_as_reference(result, golden)
 
 
-def test_compat_original_end_to_end_with_nltk(rows, annotations, vocab, golden):
-    """headwise's own NLTK calls, where NLTK and its data are installed (see docs/parity.md#chair)."""
-    pytest.importorskip("nltk", reason="NLTK is not installed (pip install nltk); --compat original needs it")
+def test_compat_original_end_to_end_with_nltk(rows, annotations, vocab, golden, monkeypatch):
+    """headwise's own NLTK calls, where NLTK and its data are installed (see docs/parity.md#chair): the data
+    NLTK_DATA names, else the folder `parity/chair.py --nltk-data` assembles (`make test` runs it)."""
+    nltk = pytest.importorskip("nltk", reason="NLTK is not installed (pip install nltk); --compat original needs it")
+    if parity_chair.data_folder().is_dir():
+        monkeypatch.setattr(nltk.data, "path", [*nltk.data.path, str(parity_chair.data_folder())])
     try:
         chair_original.nltk_lemmas("a dog.")
     except Exception as err:  # noqa: BLE001 - HeadwiseError naming the missing data
