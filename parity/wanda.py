@@ -201,6 +201,7 @@ def headwise_prune(model, ids: torch.Tensor, method: str, mode: str, ratio: floa
     return pruner, time.perf_counter() - t0
 
 
+@torch.no_grad()
 def first_blocks_statistics(model, ids: torch.Tensor, hessians: bool, blocks: int):
     """One-shot calibration statistics (dense model, batches of 4) of the first `blocks` blocks; the later
     blocks' are empty, so a pruner may only prune the first ones."""

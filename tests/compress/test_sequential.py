@@ -105,3 +105,12 @@ def test_blocks_after_the_last_pruned_one_are_never_run(tiny_llama):
     finally:
         pruner.restore()
     assert sequential.prune(model, calib.ids, [0.0, 0.0], "wanda").achieved() == 0.0
+
+
+@pytest.mark.parametrize("ratios", [[0.5], [0.5, 0.0, 0.3], [0.5, -0.1], [0.5, float("nan")], [1.5, 0.0]])
+def test_bad_ratios_are_refused_before_anything_is_pruned(tiny_llama, ratios):
+    model, calib = tiny_llama
+    dense = weights(model)
+    with pytest.raises(HeadwiseError, match="per-block ratios"):
+        sequential.prune(model, calib.ids, ratios, "wanda")
+    assert all(torch.equal(w, dense[k]) for k, w in weights(model).items())

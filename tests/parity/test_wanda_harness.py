@@ -4,22 +4,31 @@ statistics of the first blocks, gathered without the rest of the dense pass, are
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from headwise.compress.calibration import Recorder, block_linears, dense_logp
-from headwise.testing import tiny_model
 from parity import wanda as pw
 
 
+@pytest.mark.parametrize("blocks", [1, 2])
 @pytest.mark.parametrize("hessians", [False, True])
-def test_first_blocks_statistics_are_those_of_the_whole_dense_pass(hessians):
+def test_first_blocks_statistics_are_those_of_the_whole_dense_pass(hessians, blocks):
     torch.manual_seed(0)
-    model = tiny_model("llama")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    layers = len(block_linears(model))
+    assert layers > blocks  # some blocks are left out, or the shortcut is not tested
     ids = torch.randint(0, model.config.vocab_size, (6, 24))
     with Recorder(block_linears(model), hessians) as rec:
         dense_logp(model, ids, 4)
-    calib = pw.first_blocks_statistics(model, ids, hessians, 1)
-    assert calib.norms[1] == {} and (calib.hessians is None) == (not hessians)
-    for name, norm in rec.norms()[0].items():
-        assert torch.equal(calib.norms[0][name], norm), name
-    for name, h in (rec.hessians()[0] if hessians else {}).items():
-        assert torch.equal(calib.hessians[0][name], h), name
+    calib = pw.first_blocks_statistics(model, ids, hessians, blocks)
+    assert (calib.hessians is None) == (not hessians)
+    for b in range(layers):
+        if b >= blocks:
+            assert calib.norms[b] == {} and (not hessians or calib.hessians[b] == {})
+            continue
+        whole = [rec.norms()[b]] + ([rec.hessians()[b]] if hessians else [])
+        first = [calib.norms[b]] + ([calib.hessians[b]] if hessians else [])
+        for a, c in zip(whole, first):
+            assert a and set(a) == set(c), (b, set(a), set(c))
+            assert all(torch.equal(a[name], c[name]) for name in a), b

@@ -19,6 +19,7 @@ import torch
 from headwise.compress.calibration import Calibration, Recorder, block_linears
 from headwise.compress.config import check_method
 from headwise.compress.unstructured import BlockPruner
+from headwise.errors import HeadwiseError
 from headwise.heads.layout import layout
 
 
@@ -95,6 +96,8 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
     check_method(method)
     ratios = [float(r) for r in ratios]
     linears = block_linears(model)
+    if len(ratios) != len(linears) or any(not 0 <= r <= 1 for r in ratios):  # also refuses NaN
+        raise HeadwiseError(f"sequential pruning needs {len(linears)} per-block ratios in [0, 1], got {ratios}.")
     norms: list[dict[str, torch.Tensor]] = [{} for _ in linears]
     hessians = [{} for _ in linears] if method == "sparsegpt" else None
     # The pruner reads a block's statistics when it first prunes it, so they can be filled in as we go.
@@ -114,7 +117,7 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
             if hessians is not None:
                 hessians[b].update(recorder.hessians()[0])
             pruner.apply(ratios[:b + 1] + [0.0] * (len(linears) - b - 1))
-            if not any(ratios[b + 1:]):
+            if b == last:
                 break  # the blocks after this one stay dense: their inputs are not needed
             hidden = run_block(layer, hidden, calls[b])
     except BaseException:
