@@ -2,7 +2,7 @@
 
     .venv/bin/python parity/chair.py            # writes parity/goldens/chair.json
     .venv/bin/python parity/chair.py --inputs   # rebuilds parity/inputs/chair_captions.jsonl (seeded)
-    .venv/bin/python parity/chair.py --nltk-data  # only assembles the NLTK data (DATA_FOLDER), for the tests
+    .venv/bin/python parity/chair.py --nltk-data  # only the NLTK data, parity/.venvs/chair-data (make test)
 
 The reference is LALBJ/PAI's chair.py: LisaAnne/Hallucination's utils/chair.py (Rohrbach et al., 2018) ported to
 Python 3 by Maxlinn, with pattern's singularize replaced by NLTK's tagger and WordNet lemmatizer and recall
