@@ -214,9 +214,10 @@ def first_blocks_statistics(model, ids: torch.Tensor, hessians: bool, blocks: in
     with Recorder(linears[:blocks], hessians) as rec:
         for b in range(blocks):
             hidden = sequential.run_block(layers[b], hidden, calls[b])
-    rest = [{} for _ in linears[blocks:]]
-    return Calibration(ids, torch.empty(0), rec.norms() + rest, torch.empty(0),
-                       rec.hessians() + rest if hessians else None)
+    def rest():  # the later blocks' statistics: empty, and not shared between norms and Hessians
+        return [{} for _ in linears[blocks:]]
+    return Calibration(ids, torch.empty(0), rec.norms() + rest(), torch.empty(0),
+                       rec.hessians() + rest() if hessians else None)
 
 
 def ppl(model, ppl_ids: torch.Tensor) -> float:

@@ -18,6 +18,16 @@ SPARSEGPT_MASKS = ("block", "row")
 MAX_SPARSITY = 0.95
 
 
+def check_ratios(values, num_blocks: int) -> list[float]:
+    """A strategy's per-block values as floats: one per block, each in [0, 1] (NaN refused)."""
+    x = [float(v) for v in values]
+    if len(x) != num_blocks:
+        raise HeadwiseError(f"a strategy for this model needs {num_blocks} per-block values, got {len(x)}.")
+    if any(not 0 <= v <= 1 for v in x):
+        raise HeadwiseError("strategy values must lie in [0, 1].")
+    return x
+
+
 def check_method(method: str) -> None:
     """An unstructured pruner registered in headwise.compress.objectives.PRUNERS (imported on use: torch)."""
     from headwise.compress.objectives import PRUNERS

@@ -3,7 +3,6 @@ scalarisation, and `Evaluator`, which applies a strategy, measures it and restor
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from contextlib import contextmanager
 import torch
 
 from headwise.compress.calibration import Calibration
-from headwise.compress.config import CalibConfig, check_method, check_space
+from headwise.compress.config import CalibConfig, check_method, check_ratios, check_space
 from headwise.compress import sequential
 from headwise.compress.depth import DepthPruner
 from headwise.compress.sparsegpt import SparseGPTPruner
@@ -110,11 +109,7 @@ class Evaluator:
                    config.pattern, config.sparsegpt_mask)
 
     def check(self, strategy) -> list[float]:
-        x = [float(v) for v in strategy]
-        if len(x) != self.num_blocks:
-            raise HeadwiseError(f"a strategy for this model needs {self.num_blocks} per-block values, got {len(x)}.")
-        if any(not math.isfinite(v) or v < 0 or v > 1 for v in x):
-            raise HeadwiseError("strategy values must lie in [0, 1].")
+        x = check_ratios(strategy, self.num_blocks)
         if self.space == "depth" and any(v not in (0.0, 1.0) for v in x):
             raise HeadwiseError("a depth strategy must hold only 0 (keep) and 1 (remove).")
         return x

@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 
 from headwise.compress.calibration import Calibration, Recorder, block_linears
-from headwise.compress.config import check_method
+from headwise.compress.config import check_method, check_ratios
 from headwise.compress.unstructured import BlockPruner
-from headwise.errors import HeadwiseError
 from headwise.heads.layout import layout
 
 
@@ -94,10 +93,8 @@ def prune(model, ids: torch.Tensor, ratios, method: str = "wanda", rounding: str
     from headwise.compress.objectives import PRUNERS
 
     check_method(method)
-    ratios = [float(r) for r in ratios]
     linears = block_linears(model)
-    if len(ratios) != len(linears) or any(not 0 <= r <= 1 for r in ratios):  # also refuses NaN
-        raise HeadwiseError(f"sequential pruning needs {len(linears)} per-block ratios in [0, 1], got {ratios}.")
+    ratios = check_ratios(ratios, len(linears))
     norms: list[dict[str, torch.Tensor]] = [{} for _ in linears]
     hessians = [{} for _ in linears] if method == "sparsegpt" else None
     # The pruner reads a block's statistics when it first prunes it, so they can be filled in as we go.
