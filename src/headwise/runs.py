@@ -144,23 +144,37 @@ def check_out(path: str | Path, option: str = "--out", file: bool = False) -> Pa
     return path
 
 
+def git_head() -> str | None:
+    """The short commit checked out where headwise is imported from (None outside a git checkout)."""
+    try:
+        root = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+# The commit of the code this process runs, read when its first run opens: a long run finishes under whatever
+# is checked out by then, and that commit, not this one, would be the wrong provenance for its results.
+_PROCESS_GIT: list[str | None] = []
+
+
+def process_commit() -> str | None:
+    if not _PROCESS_GIT:
+        _PROCESS_GIT.append(git_head())
+    return _PROCESS_GIT[0]
+
+
 def environment() -> dict[str, Any]:
     import torch
     import transformers
 
     from headwise import __version__
 
-    env = {"headwise": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "platform": platform.platform(),
-           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-           "threads": torch.get_num_threads()}
-    try:
-        root = Path(__file__).resolve().parent
-        env["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                    text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        env["git"] = None
-    return env
+    return {"headwise": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "threads": torch.get_num_threads(), "git": process_commit()}
 
 
 # The runs this process opened, first first: the CLI's Ctrl-C message names where work was saved.
@@ -191,6 +205,7 @@ class Run:
         if out is None:
             out = Path("runs") / command.replace(" ", "-") / time.strftime("%Y%m%d-%H%M%S")
         self.dir = check_out(out)
+        process_commit()  # before any work, so results.json names the code that computed them
         self.command = command
         self.preset = preset
         self.config = record(config, *parts)

@@ -166,3 +166,18 @@ def test_saved_models_follow_the_umask(umask, tmp_path):
     for f in files:
         assert mode(f) == 0o666 & ~umask, f.name
     assert mode(tmp_path / "pruned") == 0o777 & ~umask
+
+
+def test_results_name_the_commit_the_process_started_with(tmp_path, monkeypatch):
+    """A run that finishes after the checkout moved records the commit its code came from (env.git)."""
+    import json
+
+    from headwise import runs
+
+    heads = iter(["aaaaaaa", "bbbbbbb"])
+    monkeypatch.setattr(runs, "git_head", lambda: next(heads))
+    monkeypatch.setattr(runs, "_PROCESS_GIT", [])
+    run = Run(tmp_path / "run", "test", {"a": 1})
+    assert runs.git_head() == "bbbbbbb"  # the checkout has moved on since the run opened
+    run.finish({"x": 1})
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["env"]["git"] == "aaaaaaa"
