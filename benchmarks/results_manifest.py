@@ -138,8 +138,8 @@ EXPERIMENTS = {
                                                                "seekr_paper_pilot"))],
     "seekr_paper_claim": [exp(
         "seekr_paper_claim", ["*"], [CL_PAPER_CLAIM], config="config.yaml",
-        rebuild="the cells finished so far (the table is computed in parts): cp -r benchmarks/results/seekr_paper_claim "
-                "runs/seekr-paper-claim, then the command runs only the cells not here; loss parts of a cell: "
+        rebuild="all 12 cells are here: cp -r benchmarks/results/seekr_paper_claim runs/seekr-paper-claim, then the "
+                "command finds them finished and rewrites table.md, results.json and table.png; loss parts of a cell: "
                 + REPORT.format(UNPACK.format("seekr_paper_claim"), "seekr_paper_claim/CELL"),
         what={"*/results.json": "the cell's results (score matrix, OP/BWT/FWT, op_se, timing)",
               "base-rows/*.json": "the untrained model's row, shared by the cells (headwise.cl.shared_base)"})],
