@@ -154,12 +154,13 @@ def git_head() -> str | None:
         return None
 
 
-# The commit of the code this process runs, read when its first run opens: a long run finishes under whatever
-# is checked out by then, and that commit, not this one, would be the wrong provenance for its results.
+# Filled once, when the process opens its first run: a long run may finish after the checkout has moved on,
+# and the commit checked out by then is not the code that computed its results.
 _PROCESS_GIT: list[str | None] = []
 
 
 def process_commit() -> str | None:
+    """The commit of the code this process runs (`env.git` in results.json)."""
     if not _PROCESS_GIT:
         _PROCESS_GIT.append(git_head())
     return _PROCESS_GIT[0]
